@@ -1,0 +1,144 @@
+"""Materialization routes (API v2 and v3): versions, table metadata and queries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from starlette.responses import Response
+
+from ..materialize.engine import ResultStream
+from ..materialize.service import MaterializationService, QueryResult
+from .arrow import arrow_response
+from .deps import json_object
+
+MATERIALIZE_VERSION = "5.26.4"
+
+router = APIRouter(prefix="/materialize")
+
+
+def service(request: Request) -> MaterializationService:
+    return request.app.state.materialize
+
+
+@router.get("/api/versions")
+def api_versions() -> list[int]:
+    return [2, 3]
+
+
+@router.get("/version")
+def version() -> str:
+    return MATERIALIZE_VERSION
+
+
+def _route(method: str, path: str, *, apis: tuple[str, ...] = ("v2", "v3")):  # type: ignore[no-untyped-def]
+    def register(func):  # type: ignore[no-untyped-def]
+        for api in apis:
+            router.add_api_route(f"/api/{api}{path}", func, methods=[method])
+        return func
+    return register
+
+
+@_route("GET", "/datastack/{datastack}/versions")
+def versions(datastack: str, expired: bool = False,
+             svc: MaterializationService = Depends(service)) -> list[int]:
+    return svc.version_numbers(datastack, expired=expired)
+
+
+@_route("GET", "/datastack/{datastack}/version/{version}")
+def version_metadata(datastack: str, version: int,
+                     svc: MaterializationService = Depends(service)) -> dict[str, Any]:
+    return svc.version(datastack, version).to_json()
+
+
+@_route("GET", "/datastack/{datastack}/metadata")
+def versions_metadata(datastack: str, expired: bool = False,
+                      svc: MaterializationService = Depends(service)) -> list[dict[str, Any]]:
+    return svc.versions_metadata(datastack, expired=expired)
+
+
+@_route("GET", "/datastack/{datastack}/version/{version}/tables")
+def tables(datastack: str, version: int,
+           svc: MaterializationService = Depends(service)) -> list[str]:
+    return svc.table_names(datastack, version)
+
+
+@_route("GET", "/datastack/{datastack}/version/{version}/tables/metadata")
+def tables_metadata(datastack: str, version: int,
+                    svc: MaterializationService = Depends(service)) -> list[dict[str, Any]]:
+    return svc.tables_metadata(datastack, version)
+
+
+@_route("GET", "/datastack/{datastack}/version/{version}/table/{table}/metadata")
+def table_metadata(datastack: str, version: int, table: str,
+                   svc: MaterializationService = Depends(service)) -> dict[str, Any]:
+    return svc.table_metadata(datastack, version, table)
+
+
+@_route("GET", "/datastack/{datastack}/version/{version}/table/{table}/count")
+def table_count(datastack: str, version: int, table: str,
+                svc: MaterializationService = Depends(service)) -> int:
+    return svc.row_count(datastack, version, table)
+
+
+@_route("GET", "/datastack/{datastack}/table/{table}/unique_string_values", apis=("v3",))
+def unique_string_values(datastack: str, table: str,
+                         svc: MaterializationService = Depends(service)) -> dict[str, list[str]]:
+    return svc.unique_string_values(datastack, table)
+
+
+@_route("GET", "/datastack/{datastack}/version/{version}/views", apis=("v3",))
+@_route("GET", "/datastack/{datastack}/version/{version}/views/schemas", apis=("v3",))
+def views(datastack: str, version: int,
+          svc: MaterializationService = Depends(service)) -> dict[str, Any]:
+    svc.version(datastack, version)
+    return {}
+
+
+@_route("POST", "/datastack/{datastack}/version/{version}/table/{table}/query")
+async def simple_query(datastack: str, version: int, table: str, request: Request,
+                       random_sample: int | None = None, count: bool = False,
+                       return_pyarrow: bool = True,
+                       svc: MaterializationService = Depends(service)) -> Response:
+    body = await json_object(request)
+    result = await run_in_threadpool(svc.query_table, datastack, version, table, body,
+                                     random_sample=random_sample, count=count)
+    return _respond(result, return_pyarrow)
+
+
+@_route("POST", "/datastack/{datastack}/version/{version}/query")
+async def join_query(datastack: str, version: int, request: Request,
+                     random_sample: int | None = None, count: bool = False,
+                     return_pyarrow: bool = True,
+                     svc: MaterializationService = Depends(service)) -> Response:
+    body = await json_object(request)
+    result = await run_in_threadpool(svc.join_query, datastack, version, body,
+                                     random_sample=random_sample, count=count)
+    return _respond(result, return_pyarrow)
+
+
+def _respond(result: QueryResult, arrow: bool) -> Response:
+    if arrow:
+        return arrow_response(result)
+    response = StreamingResponse(_json_records(result.stream), media_type="application/json",
+                                 headers=result.headers)
+    for warning in result.warnings:
+        response.headers.append("Warning", warning)
+    return response
+
+
+def _json_records(rows: ResultStream | pa.Table) -> Iterator[bytes]:
+    """A JSON array of row objects, written batch by batch (``return_df=False``)."""
+    batches = rows if isinstance(rows, ResultStream) else rows.to_batches()
+    yield b"["
+    first = True
+    for batch in batches:
+        for record in batch.to_pylist():
+            yield (b"" if first else b",") + json.dumps(record, default=str).encode()
+            first = False
+    yield b"]"

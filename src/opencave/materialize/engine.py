@@ -1,0 +1,100 @@
+"""Running compiled queries on DuckDB and streaming Arrow record batches out.
+
+One in-process DuckDB database serves every request; each query gets its own cursor, so
+queries run concurrently and a result streams without holding the whole result in memory.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from ..errors import InvalidRequest
+from .query import CompiledQuery
+
+DEFAULT_BATCH_ROWS = 65_536
+
+
+@dataclass
+class ResultStream:
+    """Record batches of a running query; close it (or read it to the end) to free it."""
+
+    schema: pa.Schema
+    _reader: pa.RecordBatchReader
+    _cursor: duckdb.DuckDBPyConnection
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from self._reader
+        finally:
+            self.close()
+
+    def read_all(self) -> pa.Table:
+        try:
+            return self._reader.read_all()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._cursor.close()
+
+
+class QueryEngine:
+    """Executes :class:`CompiledQuery` objects."""
+
+    def __init__(self, *, threads: int | None = None, memory_limit: str | None = None) -> None:
+        self._db = duckdb.connect(":memory:")
+        self._lock = threading.Lock()
+        self._db.execute("SET TimeZone = 'UTC'")
+        self._db.execute("SET parquet_metadata_cache = true")
+        if threads:
+            self._db.execute(f"SET threads = {int(threads)}")
+        if memory_limit:
+            self._db.execute("SET memory_limit = ?", [memory_limit])
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        with self._lock:  # creating cursors is not thread-safe; using them is
+            cursor = self._db.cursor()
+        cursor.execute("SET TimeZone = 'UTC'")
+        return cursor
+
+    def stream(self, query: CompiledQuery, *,
+               batch_rows: int = DEFAULT_BATCH_ROWS) -> ResultStream:
+        cursor = self._cursor()
+        try:
+            reader = cursor.sql(query.sql, params=query.params).to_arrow_reader(batch_rows)
+        except duckdb.Error as exc:
+            cursor.close()
+            raise _translate(exc) from exc
+        return ResultStream(reader.schema, reader, cursor)
+
+    def table(self, query: CompiledQuery) -> pa.Table:
+        return self.stream(query).read_all()
+
+    def count(self, query: CompiledQuery) -> int:
+        cursor = self._cursor()
+        try:
+            row = cursor.execute(query.count_sql, query.count_params).fetchone()
+        except duckdb.Error as exc:
+            raise _translate(exc) from exc
+        finally:
+            cursor.close()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _translate(exc: duckdb.Error) -> Exception:
+    """Errors caused by request values (a regex RE2 rejects, a value out of range) are the
+    client's; anything else is ours and stays a 500."""
+    message = str(exc)
+    if isinstance(exc, duckdb.InvalidInputException | duckdb.ConversionException) or (
+        "regex" in message.lower()
+    ):
+        return InvalidRequest(f"the query could not run with these values: {message}")
+    return exc

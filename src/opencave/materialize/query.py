@@ -1,0 +1,366 @@
+"""Queries as values: parsed from a request body, validated against the relations they read,
+compiled to one DuckDB statement with bound parameters.
+
+The statement reads each relation through a CTE over its snapshot (segments minus masked
+ids, rows alive at the snapshot's timestamp), applies filters (DuckDB pushes them into the
+Parquet scans, where sorted cluster keys skip row groups), joins, converts positions to the
+requested resolution and orders by id when a page (limit/offset) is asked for, so pages are
+deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..errors import InvalidRequest, describe_choices
+from ..schemas import Column, ColumnType, Role
+from ..storage.files import DataDir
+from ..timestamps import from_micros
+from .filters import Filter, parse_filters
+from .relations import Relation
+
+_COMPUTED = {
+    # In a snapshot every visible row is valid and not yet superseded.
+    "valid": "TRUE",
+    "superceded_id": "NULL::BIGINT",
+}
+
+
+@dataclass(frozen=True)
+class OutputColumn:
+    name: str
+    relation: str
+    column: Column
+
+
+@dataclass(frozen=True)
+class Query:
+    relations: tuple[Relation, ...]
+    join_columns: tuple[str, ...] = ()
+    filters: tuple[Filter, ...] = ()
+    select: Mapping[str, tuple[Column, ...]] = field(default_factory=dict)
+    suffixes: Mapping[str, str] = field(default_factory=dict)
+    limit: int | None = None
+    offset: int | None = None
+    random_sample: int | None = None
+    desired_resolution: tuple[float, float, float] | None = None
+
+    @property
+    def is_join(self) -> bool:
+        return len(self.relations) > 1
+
+    @property
+    def resolution(self) -> tuple[float, float, float]:
+        """The resolution positions come back in: the desired one, else the first table's."""
+        return self.desired_resolution or self.relations[0].voxel_resolution
+
+    def with_limit(self, limit: int | None) -> Query:
+        return replace(self, limit=limit)
+
+
+@dataclass(frozen=True)
+class CompiledQuery:
+    sql: str
+    params: list[Any]
+    columns: tuple[OutputColumn, ...]
+    count_sql: str
+    count_params: list[Any]
+
+
+def parse_query(
+    body: Mapping[str, Any],
+    relations: Sequence[Relation],
+    *,
+    join_columns: Sequence[str] = (),
+    random_sample: Any = None,
+) -> Query:
+    """Validate a query body against the relations it reads."""
+    by_name = {r.name: r for r in relations}
+    join = len(relations) > 1
+    filters = parse_filters(body, by_name)
+    return Query(
+        relations=tuple(relations),
+        join_columns=tuple(join_columns),
+        filters=tuple(filters),
+        select=_parse_select(body, by_name, join=join),
+        suffixes=_parse_suffixes(body, relations),
+        limit=_non_negative(body.get("limit"), "limit", minimum=1),
+        offset=_non_negative(body.get("offset"), "offset", minimum=0),
+        random_sample=_non_negative(random_sample, "random_sample", minimum=1),
+        desired_resolution=parse_resolution(body.get("desired_resolution")),
+    )
+
+
+def parse_resolution(value: Any) -> tuple[float, float, float] | None:
+    if value is None:
+        return None
+    try:
+        x, y, z = (float(v) for v in value)
+        if not all(math.isfinite(v) and v > 0 for v in (x, y, z)):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise InvalidRequest(
+            f"desired_resolution must be three positive numbers (nm per voxel for x, y, z), "
+            f"e.g. [1, 1, 1] or [4, 4, 40]; got {value!r}"
+        ) from None
+    return (x, y, z)
+
+
+def _non_negative(value: Any, name: str, *, minimum: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str | float):
+        raise InvalidRequest(f"{name} must be an integer ≥ {minimum}; got {value!r}")
+    try:
+        number = int(value)
+        if number != float(value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise InvalidRequest(f"{name} must be an integer ≥ {minimum}; got {value!r}") from None
+    if number < minimum:
+        raise InvalidRequest(f"{name} must be an integer ≥ {minimum}; got {value!r}")
+    return number
+
+
+def _parse_select(body: Mapping[str, Any], relations: Mapping[str, Relation], *,
+                  join: bool) -> dict[str, tuple[Column, ...]]:
+    names = list(relations)
+    select_map = body.get("select_column_map")
+    select_list = body.get("select_columns")
+    if select_map is not None and not isinstance(select_map, Mapping):
+        raise InvalidRequest("select_column_map must map table names to lists of columns")
+    if isinstance(select_list, Mapping):  # live queries send a map under this key
+        select_map, select_list = select_list, None
+    if select_list is not None and not isinstance(select_list, list):
+        raise InvalidRequest("select_columns must be a list of column names")
+    if select_map is not None:
+        chosen: dict[str, tuple[Column, ...]] = {}
+        for table, columns in select_map.items():
+            if table not in relations:
+                raise InvalidRequest(
+                    f"select_column_map names table {table!r}, which is not in this query; "
+                    f"tables: {describe_choices(names)}"
+                )
+            if not isinstance(columns, list):
+                raise InvalidRequest(f"select_column_map[{table!r}] must be a list of columns")
+            chosen[table] = tuple(relations[table].select(columns, join=join))
+        return {t: chosen.get(t, ()) for t in names}
+    if select_list is not None:
+        if not join:
+            only = names[0]
+            return {only: tuple(relations[only].select(select_list, join=join))}
+        return _select_list_across(select_list, relations)
+    return {}
+
+
+def _select_list_across(select_list: list[Any],
+                        relations: Mapping[str, Relation]) -> dict[str, tuple[Column, ...]]:
+    """A plain list in a join: each name goes to the first table that has it (the original's
+    deprecated behaviour)."""
+    wanted: dict[str, list[str]] = {t: [] for t in relations}
+    for name in select_list:
+        owner = next((t for t, r in relations.items()
+                      if name in r.by_name or name in r.point_columns), None)
+        if owner is None:
+            raise InvalidRequest(
+                f"select_columns: no table in this query has a column {name!r}"
+            )
+        wanted[owner].append(name)
+    return {t: tuple(relations[t].select(cols, join=True)) for t, cols in wanted.items()}
+
+
+def _parse_suffixes(body: Mapping[str, Any], relations: Sequence[Relation]) -> dict[str, str]:
+    names = [r.name for r in relations]
+    raw = body.get("suffix_map")
+    if raw is None and body.get("suffixes") is not None:
+        raw = body["suffixes"]
+    if raw is None:
+        return {n: ("" if i == 0 else f"_{n}") for i, n in enumerate(names)}
+    if isinstance(raw, list):
+        if len(raw) != len(names):
+            raise InvalidRequest(f"suffixes must have one entry per table ({len(names)})")
+        raw = dict(zip(names, raw, strict=True))
+    if not isinstance(raw, Mapping):
+        raise InvalidRequest("suffix_map must map table names to suffix strings")
+    suffixes = {n: "" if i == 0 else f"_{n}" for i, n in enumerate(names)}
+    for table, suffix in raw.items():
+        if table not in suffixes:
+            raise InvalidRequest(f"suffix_map names table {table!r}, not in this query; "
+                                 f"tables: {describe_choices(names)}")
+        if not isinstance(suffix, str):
+            raise InvalidRequest(f"suffix_map[{table!r}] must be a string")
+        suffixes[table] = suffix
+    if len(set(suffixes.values())) != len(suffixes):
+        raise InvalidRequest(f"suffixes must differ between tables; got {suffixes}")
+    return suffixes
+
+
+# --- compilation -------------------------------------------------------------------------
+
+
+def compile_query(query: Query, data_dir: DataDir) -> CompiledQuery:
+    params: list[Any] = []
+    ctes = []
+    aliases = {r.name: f"t{i}" for i, r in enumerate(query.relations)}
+    for relation in query.relations:
+        cte_sql = _relation_cte(relation, data_dir, params)
+        filters = [f for f in query.filters if f.relation == relation.name]
+        where = []
+        for f in filters:
+            sql, values = f.sql("r")
+            where.append(sql)
+            params.extend(values)
+        condition = " AND ".join(where) if where else "TRUE"
+        ctes.append(
+            f"{aliases[relation.name]} AS (SELECT * FROM ({cte_sql}) AS r WHERE {condition})"
+        )
+    from_sql = _from_clause(query, aliases)
+    outputs, select_sql, select_params = _projection(query, aliases)
+    body = f"WITH {', '.join(ctes)} SELECT {select_sql} FROM {from_sql}"
+    params += select_params
+    if query.random_sample:
+        # Sample the filtered rows (exactly n of them, or all if fewer), then page.
+        body = f"SELECT * FROM ({body}) USING SAMPLE reservoir({int(query.random_sample)} ROWS)"
+        order: list[str] | None = None
+    else:
+        order = [aliases[r.name] for r in query.relations]
+    page_sql, page_params = _page(query, order)
+    # Counting needs no order: without ORDER BY a LIMIT stops the scan early.
+    count_page_sql, count_page_params = _page(query, None)
+    return CompiledQuery(
+        sql=body + page_sql,
+        params=params + page_params,
+        columns=tuple(outputs),
+        count_sql=f"SELECT count(*) FROM ({body}{count_page_sql})",
+        count_params=params + count_page_params,
+    )
+
+
+def _relation_cte(relation: Relation, data_dir: DataDir, params: list[Any]) -> str:
+    snapshot = relation.snapshot
+    if snapshot is None:
+        raise InvalidRequest(f"table {relation.name!r} has no data in this version")
+    columns = ", ".join(_stored_expression(c) for c in relation.columns)
+    timestamp = from_micros(snapshot.timestamp)
+    branches = []
+    for part in snapshot.parts:
+        source = "read_parquet(?) AS s"
+        params.append(str(data_dir.absolute(part.segment.path)))
+        if part.masked:
+            source += " ANTI JOIN read_parquet(?) AS m ON s.id = m.id"
+            params.append(str(data_dir.absolute(part.masked)))
+        branches.append(
+            f"SELECT {columns} FROM {source} "
+            f"WHERE s.created <= ? AND (s.deleted IS NULL OR s.deleted > ?)"
+        )
+        params.extend([timestamp, timestamp])
+    if not branches:  # an empty table: one typed, empty branch keeps the schema
+        return "SELECT " + ", ".join(
+            f"NULL::{_duck_type(c)} AS \"{c.name}\"" for c in relation.columns
+        ) + " WHERE FALSE"
+    return " UNION ALL ".join(branches)
+
+
+def _stored_expression(column: Column) -> str:
+    if column.name in _COMPUTED:
+        return f'{_COMPUTED[column.name]} AS "{column.name}"'
+    return f's."{column.name}"'
+
+
+def _duck_type(column: Column) -> str:
+    return {
+        ColumnType.INT64: "BIGINT",
+        ColumnType.FLOAT64: "DOUBLE",
+        ColumnType.STRING: "VARCHAR",
+        ColumnType.BOOL: "BOOLEAN",
+        ColumnType.TIMESTAMP: "TIMESTAMPTZ",
+    }[column.type]
+
+
+def _from_clause(query: Query, aliases: Mapping[str, str]) -> str:
+    if not query.is_join:
+        return aliases[query.relations[0].name]
+    if len(query.relations) != 2 or len(query.join_columns) != 2:
+        raise InvalidRequest("a join query takes exactly two tables: "
+                             "[[table_a, column_a], [table_b, column_b]]")
+    left, right = query.relations
+    lcol = left.column(query.join_columns[0], purpose="tables (join column)")
+    rcol = right.column(query.join_columns[1], purpose="tables (join column)")
+    if lcol.type != rcol.type:
+        raise InvalidRequest(
+            f"cannot join {left.name}.{lcol.name} ({lcol.type.value}) to "
+            f"{right.name}.{rcol.name} ({rcol.type.value})"
+        )
+    a, b = aliases[left.name], aliases[right.name]
+    return f'{a} JOIN {b} ON {a}."{lcol.name}" = {b}."{rcol.name}"'
+
+
+def _selected(query: Query, relation: Relation) -> tuple[Column, ...]:
+    if query.select:
+        return query.select.get(relation.name, ())
+    return tuple(relation.output_columns(join=query.is_join))
+
+
+def _output_base(column: Column) -> str:
+    return column.name[:-2] if column.role is Role.POSITION else column.name
+
+
+def _projection(query: Query, aliases: Mapping[str, str]
+                ) -> tuple[list[OutputColumn], str, list[Any]]:
+    selected = {r.name: _selected(query, r) for r in query.relations}
+    base_counts: dict[str, int] = {}
+    for columns in selected.values():
+        for base in {_output_base(c) for c in columns}:
+            base_counts[base] = base_counts.get(base, 0) + 1
+    outputs: list[OutputColumn] = []
+    expressions: list[str] = []
+    params: list[Any] = []
+    target = query.resolution
+    for relation in query.relations:
+        alias = aliases[relation.name]
+        suffix = query.suffixes.get(relation.name, "")
+        factors = [v / t for v, t in zip(relation.voxel_resolution, target, strict=True)]
+        for column in selected[relation.name]:
+            base = _output_base(column)
+            renamed = base + suffix if base_counts[base] > 1 else base
+            if column.role is Role.POSITION:
+                name = f"{renamed}_{column.axis}"
+                factor = factors["xyz".index(column.axis or "x")]
+                expressions.append(_position_expression(alias, column.name, factor, name, params))
+            else:
+                name = renamed
+                expressions.append(f'{alias}."{column.name}" AS "{name}"')
+            outputs.append(OutputColumn(name, relation.name, column))
+    if not expressions:
+        raise InvalidRequest("the selection is empty: select at least one column")
+    return outputs, ", ".join(expressions), params
+
+
+def _position_expression(alias: str, column: str, factor: float, name: str,
+                         params: list[Any]) -> str:
+    ref = f'{alias}."{column}"'
+    if factor == 1:
+        return f'{ref} AS "{name}"'
+    if float(factor).is_integer():
+        params.append(int(factor))
+        return f'{ref} * ?::BIGINT AS "{name}"'
+    params.append(float(factor))
+    return f'{ref} * ?::DOUBLE AS "{name}"'
+
+
+def _page(query: Query, order: list[str] | None) -> tuple[str, list[Any]]:
+    """LIMIT/OFFSET, ordered by the tables' ids so that pages are deterministic."""
+    if query.limit is None and query.offset is None:
+        return "", []
+    sql = f" ORDER BY {', '.join(f'{a}.id' for a in order)}" if order else ""
+    params: list[Any] = []
+    if query.limit is not None:
+        sql += " LIMIT ?"
+        params.append(query.limit)
+    if query.offset is not None:
+        sql += " OFFSET ?"
+        params.append(query.offset)
+    return sql, params

@@ -1,0 +1,50 @@
+"""Table snapshots: what one table looks like in one version, without copying it.
+
+A snapshot lists the table's row segments (immutable Parquet files, shared between versions)
+and, per segment, the set of row ids this version masks out of it — rows deleted or
+superseded, or rows whose root ids changed and were rewritten into a newer segment. A row is
+visible in the snapshot when it is in a listed segment, not masked, and alive at the
+snapshot's timestamp (``created <= T`` and not ``deleted <= T``). So a new version costs the
+rows that changed, not a copy of the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..storage.segments import Segment
+
+
+@dataclass(frozen=True)
+class SnapshotPart:
+    segment: Segment
+    masked: str | None = None  # relative path of the id set masked out of this segment
+    masked_count: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"segment": self.segment.to_json(), "masked": self.masked,
+                "masked_count": self.masked_count}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SnapshotPart:
+        return cls(Segment.from_json(data["segment"]), data.get("masked"),
+                   int(data.get("masked_count", 0)))
+
+
+@dataclass(frozen=True)
+class TableSnapshot:
+    table: str
+    timestamp: int  # microseconds since the epoch: rows alive at this instant are visible
+    parts: tuple[SnapshotPart, ...]
+    row_count: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"table": self.table, "timestamp": self.timestamp, "row_count": self.row_count,
+                "parts": [p.to_json() for p in self.parts]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TableSnapshot:
+        return cls(data["table"], int(data["timestamp"]),
+                   tuple(SnapshotPart.from_json(p) for p in data["parts"]),
+                   int(data["row_count"]))

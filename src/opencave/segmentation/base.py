@@ -1,0 +1,189 @@
+"""The base graph: the bulk-imported hierarchy and atomic edges as memory-mapped ``.npy``
+arrays (immutable; edits live in the overlay).
+
+Files in the graph directory::
+
+    meta.json           layout, geometry, table id, base timestamp, counts, root counter
+    ids.npy             every base node id, sorted (supervoxels first: layer is the top byte)
+    run_start.npy       first id of each run of consecutive ids ...
+    run_pos.npy         ... and its position in ids.npy (plus a final entry = len(ids))
+    parent.npy          parent of ids[i] (0 for roots)
+    child_ptr.npy       CSR over the non-supervoxel nodes ids[n_sv:] ...
+    children.npy        ... into their children ids
+    edge_a/b.npy        atomic edges (a < b), sorted by (a, b)
+    edge_aff.npy        their affinities (float32)
+    edge_ptr_a.npy      CSR by supervoxel position into the edges, by a
+    edge_order_b.npy    permutation of the edges sorted by b ...
+    edge_ptr_b.npy      ... and its CSR by supervoxel position
+
+Position lookup goes through the *runs*: ids are minted densely per chunk, so a run is
+usually a whole chunk and ``position = run_pos + (id - run_start)`` after one binary search
+in a small, cache-resident table. Sparse ids degrade gracefully to a plain binary search.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .arrays import ranges
+from .ids import ChunkGeometry, IdLayout
+
+FORMAT = "opencave-segmentation-base/1"
+ARRAYS = (
+    "ids",
+    "run_start",
+    "run_pos",
+    "parent",
+    "child_ptr",
+    "children",
+    "edge_a",
+    "edge_b",
+    "edge_aff",
+    "edge_ptr_a",
+    "edge_order_b",
+    "edge_ptr_b",
+)
+
+
+@dataclass(frozen=True)
+class BaseMeta:
+    table_id: str
+    layout: IdLayout
+    geometry: ChunkGeometry
+    base_timestamp: int  # microseconds
+    root_segment_start: int
+    n_supervoxels: int
+    n_nodes: int
+    n_edges: int
+    n_roots: int
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "table_id": self.table_id,
+            "layout": self.layout.to_json(),
+            "geometry": self.geometry.to_json(),
+            "base_timestamp_us": self.base_timestamp,
+            "root_segment_start": self.root_segment_start,
+            "n_supervoxels": self.n_supervoxels,
+            "n_nodes": self.n_nodes,
+            "n_edges": self.n_edges,
+            "n_roots": self.n_roots,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> BaseMeta:
+        return cls(
+            table_id=data["table_id"],
+            layout=IdLayout(**data["layout"]),
+            geometry=ChunkGeometry.from_json(data["geometry"]),
+            base_timestamp=int(data["base_timestamp_us"]),
+            root_segment_start=int(data["root_segment_start"]),
+            n_supervoxels=int(data["n_supervoxels"]),
+            n_nodes=int(data["n_nodes"]),
+            n_edges=int(data["n_edges"]),
+            n_roots=int(data["n_roots"]),
+        )
+
+
+def make_runs(sorted_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Maximal runs of consecutive ids: (first id of each run, start positions + total)."""
+    n = len(sorted_ids)
+    if n == 0:
+        return np.zeros(0, np.uint64), np.zeros(1, np.int64)
+    breaks = np.flatnonzero(np.diff(sorted_ids) != 1) + 1
+    starts = np.concatenate([[0], breaks]).astype(np.int64)
+    return sorted_ids[starts], np.concatenate([starts, [n]]).astype(np.int64)
+
+
+def lookup_runs(run_start: np.ndarray, run_pos: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Positions of ``ids`` in the sorted array described by its runs; -1 where absent."""
+    ids = np.asarray(ids, dtype=np.uint64)
+    if len(run_start) == 0 or len(ids) == 0:
+        return np.full(len(ids), -1, dtype=np.int64)
+    run = np.searchsorted(run_start, ids, side="right") - 1
+    run_c = np.maximum(run, 0)
+    offset = (ids - run_start[run_c]).astype(np.int64)
+    length = run_pos[run_c + 1] - run_pos[run_c]
+    ok = (run >= 0) & (offset >= 0) & (offset < length)
+    return np.where(ok, run_pos[run_c] + offset, -1)
+
+
+class BaseGraph:
+    """Read-only access to the base arrays (memory-mapped)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.meta = BaseMeta.from_json(json.loads((self.directory / "meta.json").read_text()))
+        arrays = {name: np.load(self.directory / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
+        self.ids: np.ndarray = arrays["ids"]
+        # The run table is small and on every lookup's path: keep it in RAM.
+        self.run_start = np.array(arrays["run_start"])
+        self.run_pos = np.array(arrays["run_pos"])
+        self.parent: np.ndarray = arrays["parent"]
+        self.child_ptr: np.ndarray = arrays["child_ptr"]
+        self.children_ids: np.ndarray = arrays["children"]
+        self.edge_a: np.ndarray = arrays["edge_a"]
+        self.edge_b: np.ndarray = arrays["edge_b"]
+        self.edge_aff: np.ndarray = arrays["edge_aff"]
+        self.edge_ptr_a: np.ndarray = arrays["edge_ptr_a"]
+        self.edge_order_b: np.ndarray = arrays["edge_order_b"]
+        self.edge_ptr_b: np.ndarray = arrays["edge_ptr_b"]
+        self.n_sv = self.meta.n_supervoxels
+        self.layout = self.meta.layout
+
+    # -- positions ---------------------------------------------------------------------------
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """Position of each id in ``ids.npy``, -1 where the id is not a base node."""
+        return lookup_runs(self.run_start, self.run_pos, ids)
+
+    def parents(self, pos: np.ndarray) -> np.ndarray:
+        """Base parent of the nodes at ``pos`` (all valid), 0 for roots."""
+        if len(pos) == 0:
+            return np.zeros(0, dtype=np.uint64)
+        return np.asarray(self.parent[pos], dtype=np.uint64)
+
+    # -- children ----------------------------------------------------------------------------
+    def children(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Children of the nodes at ``pos`` (concatenated) and the index of their parent."""
+        sel = np.flatnonzero(np.asarray(pos) >= self.n_sv)
+        inner = np.asarray(pos, dtype=np.int64)[sel] - self.n_sv
+        idx, owner = ranges(self.child_ptr[inner], self.child_ptr[inner + 1])
+        return np.asarray(self.children_ids[idx], dtype=np.uint64), sel[owner]
+
+    def child_counts(self, pos: np.ndarray) -> np.ndarray:
+        pos = np.asarray(pos, dtype=np.int64)
+        out = np.zeros(len(pos), dtype=np.int64)
+        sel = pos >= self.n_sv
+        inner = pos[sel] - self.n_sv
+        out[sel] = self.child_ptr[inner + 1] - self.child_ptr[inner]
+        return out
+
+    # -- edges -------------------------------------------------------------------------------
+    def incident_edges(self, sv_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every base edge touching the supervoxels at ``sv_pos``: (a, b, affinity)."""
+        sv_pos = np.asarray(sv_pos, dtype=np.int64)
+        by_a, _ = ranges(self.edge_ptr_a[sv_pos], self.edge_ptr_a[sv_pos + 1])
+        by_b, _ = ranges(self.edge_ptr_b[sv_pos], self.edge_ptr_b[sv_pos + 1])
+        edges = np.unique(np.concatenate([by_a, np.asarray(self.edge_order_b[by_b])]))
+        return (
+            np.asarray(self.edge_a[edges], dtype=np.uint64),
+            np.asarray(self.edge_b[edges], dtype=np.uint64),
+            np.asarray(self.edge_aff[edges], dtype=np.float32),
+        )
+
+    # -- counters ----------------------------------------------------------------------------
+    def max_segments(self, chunk_ids: np.ndarray, layer: int) -> np.ndarray:
+        """Largest base segment id in each chunk of ``layer`` (0 when the chunk is empty)."""
+        chunk_ids = np.asarray(chunk_ids, dtype=np.uint64)
+        if len(self.ids) == 0:
+            return np.zeros(len(chunk_ids), dtype=np.int64)
+        upper = chunk_ids | np.uint64(self.layout.max_segment(layer))
+        pos = np.searchsorted(self.ids, upper, side="right") - 1
+        last = np.asarray(self.ids[np.maximum(pos, 0)], dtype=np.uint64)
+        inside = (pos >= 0) & (self.layout.chunk_id(last) == chunk_ids)
+        return np.where(inside, self.layout.segment(last).astype(np.int64), 0)

@@ -1,0 +1,241 @@
+"""Build the synthetic ``minnie65_public`` datastack into a data directory.
+
+Steps (each with a progress bar): cells → raw synapses (streamed in parts) → supervoxels and
+edges (DuckDB) → segmentation graph with its false merges → the proofreading edits between
+versions → annotation tables as sorted segments → the twelve public versions, materialized
+incrementally. Deterministic for a given seed. Interrupting leaves the half-built directory
+marked incomplete; building again starts over.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from ..annotation import AnnotationTable
+from ..errors import Conflict
+from ..info import AlignedVolume, Datastack
+from ..instance import OpenCave
+from ..progress import Steps, steps
+from ..segmentation import SegmentationGraph
+from ..storage.files import unique_name
+from ..storage.segments import Segment, copy_sorted_segment, write_table_segment
+from ..timestamps import to_micros
+from . import edits as edit_plan
+from . import supervoxels, synapses, tables, world
+from .cells import Cells, make_cells, proofread_counts
+from .geometry import GEOMETRY, LAYOUT
+
+_INCOMPLETE = ".synth-incomplete"
+
+
+@dataclass
+class BuildReport:
+    synapses: int
+    cells: int
+    supervoxels: int
+    edits: int
+    versions: list[int] = field(default_factory=list)
+
+
+def build(out: Path, *, synapses_total: int = 1_000_000, seed: int = 0,
+          progress: bool = True, memory_limit: str = "4GB") -> BuildReport:
+    out = Path(out)
+    if (out / "live.sqlite").exists() and not (out / _INCOMPLETE).exists():
+        raise Conflict(f"{out} already holds a datastack; choose an empty directory")
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / _INCOMPLETE).touch()
+    work = out / ".synth-work"
+    work.mkdir()
+    cave = OpenCave(out)
+    con = duckdb.connect(str(work / "work.duckdb"))
+    con.execute("SET memory_limit = ?", [memory_limit])
+    con.execute("SET temp_directory = ?", [str(work / "spill")])
+    con.execute("SET TimeZone = 'UTC'")
+    try:
+        with steps(progress) as bar:
+            report = _build(cave, con, work, synapses_total, seed, bar)
+    finally:
+        con.close()
+        cave.close()
+    shutil.rmtree(work)
+    (out / _INCOMPLETE).unlink()
+    return report
+
+
+def is_complete(out: Path) -> bool:
+    return (Path(out) / "live.sqlite").exists() and not (Path(out) / _INCOMPLETE).exists()
+
+
+def _build(cave: OpenCave, con: duckdb.DuckDBPyConnection, work: Path, total: int,
+           seed: int, bar: Steps) -> BuildReport:
+    scale = total / world.REAL_SYNAPSES
+    rng = np.random.default_rng([seed, 1])
+    _register_datastack(cave)
+    cells = make_cells(scale, rng)
+    parts = _raw_synapses(cells, total, seed, work / "raw", bar)
+    task = bar.task("supervoxels and edges", 1)
+    supervoxels.assign(con, parts, cells)
+    sv_graph = supervoxels.graph(con)
+    soma_sv = supervoxels.soma_supervoxels(con, len(cells))
+    plan = edit_plan.plan(con, cells, soma_sv, np.random.default_rng([seed, 2]))
+    bar.done(task)
+    graph = _segmentation(cave, sv_graph, plan, bar)
+    _apply_edits(graph, plan, bar)
+    _write_tables(cave, con, graph, cells, soma_sv, parts, seed, bar)
+    versions = _materialize(cave, bar)
+    return BuildReport(total, len(cells), len(sv_graph.supervoxels), len(plan.edits), versions)
+
+
+def _register_datastack(cave: OpenCave) -> None:
+    volume = cave.info.add_aligned_volume(AlignedVolume(
+        name=world.ALIGNED_VOLUME, description="MICrONS minnie65 (synthetic)",
+        display_name="minnie65", image_source="precomputed://synthetic/minnie65/em",
+    ))
+    cave.info.add_datastack(Datastack(
+        name=world.DATASTACK, aligned_volume=volume,
+        segmentation_table=world.SEGMENTATION_TABLE, description=world.DESCRIPTION,
+        synapse_table=tables.SYNAPSES.name, soma_table=tables.NUCLEI.name,
+        viewer_site="https://neuroglancer.neuvue.io", viewer_resolution=world.VOXEL_RESOLUTION,
+        skeleton_source="precomputed://synthetic/minnie65/skeletons",
+    ))
+
+
+def _raw_synapses(cells: Cells, total: int, seed: int, out: Path, bar: Steps) -> list[str]:
+    task = bar.task("synapses", total)
+    parts = []
+    for path, rows in synapses.generate(cells, total, seed, out):
+        parts.append(str(path))
+        bar.advance(task, rows)
+    return parts
+
+
+def _segmentation(cave: OpenCave, sv_graph: supervoxels.SupervoxelGraph,
+                  plan: edit_plan.EditPlan, bar: Steps) -> SegmentationGraph:
+    task = bar.task("segmentation graph", 1)
+    extra = plan.initial_edges
+    edges = np.concatenate([sv_graph.edges, extra]) if len(extra) else sv_graph.edges
+    affinities = np.concatenate([sv_graph.affinities,
+                                 supervoxels.edge_affinity(extra[:, 0], extra[:, 1])])
+    graph = SegmentationGraph.create(
+        cave.live, cave.data.segmentation / world.SEGMENTATION_TABLE,
+        table_id=world.SEGMENTATION_TABLE, layout=LAYOUT, geometry=GEOMETRY,
+        supervoxel_ids=sv_graph.supervoxels, edges=edges, affinities=affinities,
+        timestamp=world.GRAPH_CREATED,
+    )
+    bar.done(task)
+    return graph
+
+
+def _apply_edits(graph: SegmentationGraph, plan: edit_plan.EditPlan, bar: Steps) -> None:
+    task = bar.task("proofreading edits", len(plan.edits))
+    for edit in plan.edits:
+        a, b = edit.supervoxels
+        if edit.kind == "merge":
+            graph.merge(a, b, user_id=edit.user_id, timestamp=edit.timestamp)
+        else:
+            graph.remove_edges([(a, b)], user_id=edit.user_id, timestamp=edit.timestamp)
+        bar.advance(task)
+
+
+def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: SegmentationGraph,
+                  cells: Cells, soma_sv: np.ndarray, parts: list[str], seed: int,
+                  bar: Steps) -> None:
+    task = bar.task("annotation tables", len(tables.ALL_TABLES))
+    start = world.GRAPH_CREATED
+    soma_root = _roots(graph, soma_sv, start)
+    rng = np.random.default_rng([seed, 3])
+    svs = con.sql("SELECT DISTINCT sv FROM endpoint_sv").fetchnumpy()["sv"]
+    con.register("sv_root_arrow", pa.table({
+        "sv": np.asarray(svs, dtype=np.uint64),
+        "root": _roots(graph, np.asarray(svs, dtype=np.uint64), start).astype(np.int64),
+    }))
+    con.execute("CREATE OR REPLACE TABLE sv_root AS SELECT * FROM sv_root_arrow")
+    con.unregister("sv_root_arrow")
+    in_memory = {
+        tables.NUCLEI: tables.nucleus_rows(cells, soma_sv, soma_root, rng),
+        tables.CELL_TYPES: tables.cell_type_rows(cells, rng),
+        tables.MTYPES: tables.mtype_rows(cells, rng),
+        tables.COLUMN_TYPES: tables.column_rows(cells, rng),
+        tables.NEURON_SVM: tables.neuron_svm_rows(cells, rng),
+        tables.PROOFREADING: _proofreading(graph, cells, soma_sv, soma_root, rng),
+        tables.COREGISTRATION: tables.coregistration_rows(cells, soma_sv, soma_root, rng),
+    }
+    for spec in tables.ALL_TABLES:
+        table = _create_table(cave, spec)
+        path = cave.data.table_dir(table.aligned_volume, table.table_name) / unique_name(
+            "bulk", ".parquet")
+        if spec in in_memory:
+            rows = write_table_segment(path, in_memory[spec], table.cluster_key)
+        else:
+            select = (tables.synapse_select() if spec is tables.SYNAPSES
+                      else tables.prediction_select())
+            rows = copy_sorted_segment(con, path, select, {"parts": parts}, table.cluster_key)
+        cave.tables.add_segment(table, Segment(cave.data.relative(path), rows,
+                                               table.cluster_key, to_micros(start)),
+                                when=spec.created)
+        bar.advance(task)
+
+
+def _create_table(cave: OpenCave, spec: tables.TableSpec) -> AnnotationTable:
+    return cave.tables.create(
+        world.ALIGNED_VOLUME, spec.name, spec.schema, user_id=spec.user_id,
+        voxel_resolution=world.VOXEL_RESOLUTION, description=spec.description,
+        reference_table=spec.reference_table, read_permission="PUBLIC",
+        write_permission="PRIVATE", flat_segmentation_source=spec.flat_segmentation_source,
+        pcg_table_name=world.SEGMENTATION_TABLE, created=spec.created,
+    )
+
+
+def _proofreading(graph: SegmentationGraph, cells: Cells, soma_sv: np.ndarray,
+                  soma_root: np.ndarray, rng: np.random.Generator) -> pa.Table:
+    """Rows appear over time (1,436 proofread axons by v1181, 2,275 by v1718, scaled);
+    each records the cell's root id when its status was assigned."""
+    idx = np.flatnonzero(cells.proofread_order >= 0)
+    idx = idx[np.argsort(cells.proofread_order[idx])]
+    n_1181, _ = proofread_counts(len(cells) / world.REAL_NUCLEI)
+    first_share = min(1.0, n_1181 / max(1, len(idx) * (1 - world.AXON_NONE_FRACTION)))
+    t_start, t_1181, t_1718 = (tables.PROOFREADING.created, dict(world.VERSIONS)[1181],
+                               dict(world.VERSIONS)[1718])
+    created = []
+    for rank in range(len(idx)):
+        frac = rank / max(1, len(idx))
+        if frac < first_share:
+            t = t_start + (t_1181 - t_start) * (0.02 + 0.96 * frac / first_share)
+        else:
+            t = t_1181 + (t_1718 - t_1181) * (0.02 + 0.96 * (frac - first_share)
+                                               / max(1e-9, 1 - first_share))
+        created.append(t)
+    valid_ids = np.array([_roots(graph, soma_sv[[c]], t)[0] for c, t in zip(idx, created,
+                                                                             strict=True)])
+    created_us = np.array([np.datetime64(t.replace(tzinfo=None), "us") for t in created])
+    return tables.proofreading_rows(cells, soma_sv, created_us, valid_ids.astype(np.int64),
+                                    soma_root[idx], rng)
+
+
+def _roots(graph: SegmentationGraph, svs: np.ndarray, when: datetime) -> np.ndarray:
+    svs = np.asarray(svs, dtype=np.uint64)
+    out = np.zeros(len(svs), dtype=np.uint64)
+    inside = svs != 0
+    if inside.any():
+        out[inside] = graph.get_roots(svs[inside], timestamp=when)
+    return out
+
+
+def _materialize(cave: OpenCave, bar: Steps) -> list[int]:
+    task = bar.task("versions", len(world.VERSIONS))
+    materializer = cave.materializer()
+    done = []
+    for number, timestamp in world.VERSIONS:
+        materializer.materialize(world.DATASTACK, timestamp, version=number)
+        done.append(number)
+        bar.advance(task)
+    return done
