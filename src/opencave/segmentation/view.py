@@ -194,6 +194,8 @@ class GraphView:
         if len(edges) == 0:
             return np.zeros(0, bool), np.zeros(0, np.float32)
         a, b, aff = self.active_edges(np.unique(edges), ts)
+        if len(a) == 0:
+            return np.zeros(len(edges), bool), np.zeros(len(edges), np.float32)
         have, want = pair_keys(np.stack([a, b], axis=1), edges)
         order = np.argsort(have)
         idx = lookup_sorted(have[order], want)

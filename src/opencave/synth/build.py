@@ -166,6 +166,7 @@ def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: Segment
         tables.MTYPES: tables.mtype_rows(cells, rng),
         tables.COLUMN_TYPES: tables.column_rows(cells, rng),
         tables.NEURON_SVM: tables.neuron_svm_rows(cells, rng),
+        tables.SOMA_NUCLEUS_TYPES: tables.soma_nucleus_type_rows(cells, rng),
         tables.PROOFREADING: _proofreading(graph, cells, soma_sv, soma_root, rng),
         tables.COREGISTRATION: tables.coregistration_rows(cells, soma_sv, soma_root, rng),
     }

@@ -28,19 +28,20 @@ WITH counted AS (
     SELECT cell, chunk, count(*) AS n, bool_or(side = 2) AS has_soma
     FROM endpoints GROUP BY cell, chunk
 ), sized AS (
-    SELECT cell, chunk, has_soma, (n + {per} - 1) // {per} AS n_sv FROM counted
+    SELECT cell, chunk, has_soma, ((n + {per} - 1) // {per})::BIGINT AS n_sv FROM counted
 )
 SELECT cell, chunk, has_soma, n_sv,
-       chunk + 1 + coalesce(sum(n_sv) OVER (
+       (chunk + 1 + coalesce(sum(n_sv) OVER (
            PARTITION BY chunk ORDER BY cell
-           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS first_sv
+           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0))::BIGINT AS first_sv
 FROM sized
 """
 
 _ASSIGN = """
 CREATE OR REPLACE TABLE endpoint_sv AS
 SELECT e.eid, e.side,
-       p.first_sv + CASE WHEN e.side = 2 THEN 0 ELSE hash(e.eid, e.side) % p.n_sv END AS sv
+       (p.first_sv + CASE WHEN e.side = 2 THEN 0
+                          ELSE (hash(e.eid, e.side) % p.n_sv)::BIGINT END)::BIGINT AS sv
 FROM endpoints e JOIN pieces p USING (cell, chunk)
 """
 

@@ -77,6 +77,12 @@ NEURON_SVM = TableSpec(
     "features. Reference on nucleus_detection_v0.",
     _ts("2021-03-01T12:00:00.000000"), reference_table="nucleus_detection_v0",
 )
+SOMA_NUCLEUS_TYPES = TableSpec(
+    "aibs_soma_nuc_metamodel_preds_v117", "cell_type_reference",
+    "Cell type predictions from soma and nucleus features (v117 metamodel). Reference on "
+    "nucleus_detection_v0.",
+    _ts("2022-07-26T23:54:00.000000"), reference_table="nucleus_detection_v0",
+)
 PROOFREADING = TableSpec(
     "proofreading_status_and_strategy", "compartment_proofread_status_strategy",
     "Proofreading status of axons and dendrites of proofread cells, with the strategy used. "
@@ -96,8 +102,8 @@ TARGET_PREDICTIONS = TableSpec(
     _ts("2025-05-15T12:00:00.000000"), reference_table="synapses_pni_2",
 )
 
-ALL_TABLES = (NUCLEI, SYNAPSES, CELL_TYPES, MTYPES, COLUMN_TYPES, NEURON_SVM, PROOFREADING,
-              COREGISTRATION, TARGET_PREDICTIONS)
+ALL_TABLES = (NUCLEI, SYNAPSES, CELL_TYPES, MTYPES, COLUMN_TYPES, NEURON_SVM,
+              SOMA_NUCLEUS_TYPES, PROOFREADING, COREGISTRATION, TARGET_PREDICTIONS)
 
 
 def rows_table(spec: TableSpec, columns: dict[str, Any]) -> pa.Table:
@@ -155,6 +161,14 @@ def reference_rows(spec: TableSpec, targets: np.ndarray, classification: np.ndar
 def cell_type_rows(cells: Cells, rng: np.random.Generator) -> pa.Table:
     typed = np.flatnonzero(cells.cell_type != None)  # noqa: E711 (object array)
     return reference_rows(CELL_TYPES, cells.nucleus_id[typed], cells.classification[typed],
+                          cells.cell_type[typed], rng)
+
+
+def soma_nucleus_type_rows(cells: Cells, rng: np.random.Generator) -> pa.Table:
+    typed = np.flatnonzero(cells.cell_type != None)  # noqa: E711
+    systems = np.where(cells.classification[typed] == "nonneuron", "aibs_nonneuronal",
+                       "aibs_neuronal").astype(object)
+    return reference_rows(SOMA_NUCLEUS_TYPES, cells.nucleus_id[typed], systems,
                           cells.cell_type[typed], rng)
 
 
