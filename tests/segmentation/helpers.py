@@ -70,7 +70,8 @@ class Model:
         for (a, b), aff in zip(np.asarray(edges).tolist(), np.asarray(affinities).tolist(),
                                strict=True):
             if a != b:
-                self.active[(min(a, b), max(a, b))] = float(aff)
+                key = (min(a, b), max(a, b))
+                self.active[key] = max(float(aff), self.active.get(key, 0.0))
         self.history: list[tuple[int, dict[tuple[int, int], float]]] = [
             (to_micros(T0), dict(self.active))
         ]

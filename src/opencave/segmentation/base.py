@@ -164,12 +164,18 @@ class BaseGraph:
         return out
 
     # -- edges -------------------------------------------------------------------------------
-    def incident_edges(self, sv_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every base edge touching the supervoxels at ``sv_pos``: (a, b, affinity)."""
+    def incident_edges(
+        self, sv_pos: np.ndarray, closed: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every base edge touching the supervoxels at ``sv_pos`` (sorted): (a, b, affinity).
+
+        ``closed``: the set holds both ends of each of its edges (whole segments), so the
+        edges found by their smaller end are all of them."""
         sv_pos = np.asarray(sv_pos, dtype=np.int64)
-        by_a, _ = ranges(self.edge_ptr_a[sv_pos], self.edge_ptr_a[sv_pos + 1])
-        by_b, _ = ranges(self.edge_ptr_b[sv_pos], self.edge_ptr_b[sv_pos + 1])
-        edges = np.unique(np.concatenate([by_a, np.asarray(self.edge_order_b[by_b])]))
+        edges, _ = ranges(self.edge_ptr_a[sv_pos], self.edge_ptr_a[sv_pos + 1])
+        if not closed:
+            by_b, _ = ranges(self.edge_ptr_b[sv_pos], self.edge_ptr_b[sv_pos + 1])
+            edges = np.union1d(edges, np.asarray(self.edge_order_b[by_b]))
         return (
             np.asarray(self.edge_a[edges], dtype=np.uint64),
             np.asarray(self.edge_b[edges], dtype=np.uint64),

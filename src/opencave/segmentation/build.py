@@ -120,8 +120,8 @@ def _prepare_edges(
     if np.any(~np.isfinite(aff) & ~np.isposinf(aff)) or np.any(aff < 0):
         raise InvalidRequest("affinities must be non-negative numbers")
     run_start, run_pos = make_runs(sv)
-    ea = lookup_runs(run_start, run_pos, as_ids(pairs[:, 0]))
-    eb = lookup_runs(run_start, run_pos, as_ids(pairs[:, 1]))
+    ea = _positions(run_start, run_pos, pairs[:, 0])
+    eb = _positions(run_start, run_pos, pairs[:, 1])
     missing = (ea < 0) | (eb < 0)
     if np.any(missing):
         bad = np.unique(pairs[missing].reshape(-1))[:5]
@@ -135,13 +135,14 @@ def _prepare_edges(
     key = ea * n + eb
     del ea, eb
     if len(key) > 1 and np.any(key[1:] < key[:-1]):
-        order = np.argsort(key)
+        order = np.argsort(key, kind="stable")
         key, aff = key[order], aff[order]
         del order
-    unique = np.ones(len(key), dtype=bool)
-    unique[1:] = key[1:] != key[:-1]
-    key, aff = key[unique], aff[unique]
-    del unique
+    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else key
+    if len(starts) < len(key):
+        # Duplicate edges keep their largest affinity.
+        key, aff = key[starts], np.maximum.reduceat(aff, starts)
+    del starts
     ea, eb = key // n, key % n
     del key
     _save(directory, "edge_a", sv[ea])
@@ -151,6 +152,15 @@ def _prepare_edges(
     _save(directory, "edge_order_b", np.argsort(eb, kind="stable"))
     _save(directory, "edge_ptr_b", ptr_from_counts(np.bincount(eb, minlength=len(sv))))
     return ea, eb
+
+
+def _positions(run_start: np.ndarray, run_pos: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Supervoxel positions of ``ids`` in slices, bounding the lookup's temporaries."""
+    out = np.empty(len(ids), dtype=np.int64)
+    step = 1 << 24
+    for lo in range(0, len(ids), step):
+        out[lo : lo + step] = lookup_runs(run_start, run_pos, as_ids(ids[lo : lo + step]))
+    return out
 
 
 class _NodeWriter:

@@ -14,6 +14,7 @@ Two strategies:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,8 +22,8 @@ from ..errors import InvalidRequest
 from .arrays import EMPTY_IDS, ptr_from_counts
 from .layers import LayerNodes, build_layers, mint_in_chunks
 from .mincut import min_cut
-from .operation import MERGE, SPLIT, EditPlan
-from .view import GraphView, pair_keys
+from .operation import EditPlan
+from .view import GraphView
 
 U64 = np.uint64
 
@@ -105,10 +106,12 @@ def plan_merge(
         raise InvalidRequest(
             f"supervoxels {sv_a} and {sv_b} already belong to the same segment {chain_a[-1]}"
         )
+    coords_a, coords_b = layout.chunk_coordinates(sv_a), layout.chunk_coordinates(sv_b)
     common = next(
         layer
         for layer in range(2, top + 1)
-        if layout.chunk_id_at_layer(sv_a, layer) == layout.chunk_id_at_layer(sv_b, layer)
+        if layer == top
+        or all(x >> (layer - 2) == y >> (layer - 2) for x, y in zip(coords_a, coords_b, strict=True))
     )
     nodes = PlanNodes()
     rep = 0
@@ -197,6 +200,41 @@ class _ReuseAllocator:
         )
 
 
+@dataclass
+class Segment:
+    """The supervoxels of some roots (sorted), the root of each, and their active edges."""
+
+    svs: np.ndarray
+    root_of_sv: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    aff: np.ndarray
+
+    @classmethod
+    def of(cls, view: GraphView, roots: np.ndarray, ts: int) -> Segment:
+        svs, owner = view.leaves(roots)
+        order = np.argsort(svs)
+        svs = svs[order]
+        a, b, aff = view.active_edges(svs, ts, closed=True)
+        return cls(svs, roots[owner[order]], a, b, aff)
+
+
+def _lineage_pairs(
+    old_root_of_sv: np.ndarray, component_of_sv: np.ndarray, new_roots: np.ndarray
+) -> np.ndarray:
+    """Distinct (old root, new root) pairs sharing a supervoxel, shape (k, 2)."""
+    old_roots, old_idx = np.unique(old_root_of_sv, return_inverse=True)
+    key = np.unique(old_idx.astype(np.int64) * len(new_roots) + component_of_sv)
+    return np.stack([old_roots[key // len(new_roots)], new_roots[key % len(new_roots)]], axis=1)
+
+
+def _positions(svs: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    pos = np.searchsorted(svs, ids)
+    if len(ids) and np.any(svs[np.minimum(pos, len(svs) - 1)] != ids):
+        raise RuntimeError("an active edge leaves its segment: the graph is inconsistent")
+    return pos.astype(np.int64)
+
+
 def plan_rebuild(
     view: GraphView,
     ts: int,
@@ -205,31 +243,28 @@ def plan_rebuild(
     edges: np.ndarray,
     affinities: np.ndarray,
     add: bool,
+    segment: Segment | None = None,
 ) -> EditPlan:
     """Apply an edge change (add or remove ``edges``) to the roots it touches and rebuild
-    their hierarchy."""
+    their hierarchy. ``segment``: those roots' supervoxels and edges, if already known."""
     edges = canonical_edges(edges)
     old_roots = np.unique(view.roots(np.unique(edges), ts))
-    svs, owner = view.leaves(old_roots)
-    order = np.argsort(svs)
-    svs, old_root_of_sv = svs[order], old_roots[owner[order]]
-    a, b, aff = view.active_edges(svs, ts)
+    segment = segment if segment is not None else Segment.of(view, old_roots, ts)
+    svs, old_root_of_sv = segment.svs, segment.root_of_sv
+    a, b = segment.a, segment.b
     if add:
         a = np.concatenate([a, edges[:, 0]])
         b = np.concatenate([b, edges[:, 1]])
-        aff = np.concatenate([aff, affinities.astype(np.float32)])
-    else:
-        have, gone = pair_keys(np.stack([a, b], axis=1), edges)
-        keep = ~np.isin(have, gone)
-        a, b, aff = a[keep], b[keep], aff[keep]
-    ea, eb = np.searchsorted(svs, a), np.searchsorted(svs, b)
-    if len(a) and (np.any(svs[np.minimum(ea, len(svs) - 1)] != a) or np.any(svs[eb] != b)):
-        raise RuntimeError("an active edge leaves its segment: the graph is inconsistent")
+    ea, eb = _positions(svs, a), _positions(svs, b)
+    if not add:
+        n = len(svs)
+        gone = _positions(svs, edges[:, 0]) * n + _positions(svs, edges[:, 1])
+        keep = ~np.isin(ea * n + eb, gone)
+        ea, eb = ea[keep], eb[keep]
     nodes = PlanNodes()
     allocate = _ReuseAllocator(view, ts, minter, nodes)
     hierarchy = build_layers(view.layout, svs, ea, eb, allocate, allocate.record)
-    new_root_of_sv = hierarchy.roots[hierarchy.sv_component]
-    pairs = np.unique(np.stack([old_root_of_sv, new_root_of_sv], axis=1), axis=0)
+    pairs = _lineage_pairs(old_root_of_sv, hierarchy.sv_component, hierarchy.roots)
     nodes.fill(plan)
     plan.edges = edges
     plan.edge_affinities = np.asarray(affinities, dtype=np.float32)
@@ -258,19 +293,13 @@ def plan_split(
         raise InvalidRequest(
             f"sources and sinks must belong to one segment; they span roots {roots[:5].tolist()}"
         )
-    svs, _ = view.leaves(roots)
-    svs = np.sort(svs)
-    a, b, aff = view.active_edges(svs, ts)
-    cut = min_cut(svs, a, b, aff, sources, sinks)
+    seg = Segment.of(view, roots, ts)
+    cut = min_cut(seg.svs, seg.a, seg.b, seg.aff, sources, sinks)
     if cut is None:
         raise InvalidRequest("sources and sinks cannot be separated (infinite-affinity path)")
-    plan = plan_rebuild(view, ts, minter, plan, np.stack([a[cut], b[cut]], axis=1), aff[cut], False)
+    removed = np.stack([seg.a[cut], seg.b[cut]], axis=1)
+    plan = plan_rebuild(view, ts, minter, plan, removed, seg.aff[cut], False, seg)
     if len(plan.new_roots) < 2:
         raise InvalidRequest("the split would not separate the segment")
     return plan
 
-
-def new_plan(kind: str, user_id: str, ts: int) -> EditPlan:
-    if kind not in (MERGE, SPLIT) and kind not in ("undo", "redo"):
-        raise ValueError(kind)
-    return EditPlan(kind=kind, user_id=user_id, timestamp=ts)

@@ -174,9 +174,7 @@ class SegmentationGraph:
         ts = self._read_ts(timestamp)
         if stop_layer is not None and not 1 <= int(stop_layer) <= self.n_layers:
             raise InvalidRequest(f"stop_layer must be in [1, {self.n_layers}]")
-        view = self._sync()
-        view.require(ids, ts)
-        return view.roots(ids, ts, stop_layer)
+        return self._sync().roots(ids, ts, stop_layer, check=True)
 
     def get_root(
         self, node_id: int, timestamp: datetime | None = None, stop_layer: int | None = None

@@ -80,10 +80,12 @@ class KeyedLog:
             if len(todo) == 0:
                 break
             col = level[self.key]
-            lo = np.searchsorted(col, keys[todo], side="left")
-            hi = np.searchsorted(col, keys[todo], side="right")
-            has = hi > lo
-            todo, lo, hi = todo[has], lo[has], hi[has]
+            wanted = keys[todo]
+            lo = np.searchsorted(col, wanted, side="left")
+            # Most keys have no record: test for a hit before looking for the range end.
+            has = col[np.minimum(lo, len(col) - 1)] == wanted
+            todo, lo = todo[has], lo[has]
+            hi = np.searchsorted(col, wanted[has], side="right")
             idx = _last_leq(level[ts], lo, hi, ts_max)
             ok = idx >= 0
             for name, _ in self.dtypes:

@@ -34,21 +34,30 @@ class GraphView:
         return self.base.layout.n_layers
 
     # -- existence ---------------------------------------------------------------------------
-    def created(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(known mask, creation time, creating operation) of each id (base: base time, op 0)."""
+    def created(
+        self, ids: np.ndarray, pos: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(known mask, creation time, creating operation) of each id (base: base time, op 0).
+        ``pos``: base positions if the caller already has them."""
         ids = np.asarray(ids, dtype=U64)
-        in_base = self.base.positions(ids) >= 0
-        known, ts, op = self.overlay.nodes.created(ids)
-        ts = np.where(in_base, self.base.meta.base_timestamp, ts)
-        return in_base | known, ts, np.where(in_base, 0, op)
+        in_base = (self.base.positions(ids) if pos is None else pos) >= 0
+        known = in_base.copy()
+        ts = np.full(len(ids), self.base.meta.base_timestamp, dtype=np.int64)
+        op = np.zeros(len(ids), dtype=np.int64)
+        rest = np.flatnonzero(~in_base)
+        if len(rest):
+            known[rest], ts[rest], op[rest] = self.overlay.nodes.created(ids[rest])
+        return known, ts, op
 
-    def exists_at(self, ids: np.ndarray, ts: int) -> np.ndarray:
-        known, created, _ = self.created(ids)
+    def exists_at(self, ids: np.ndarray, ts: int, pos: np.ndarray | None = None) -> np.ndarray:
+        known, created, _ = self.created(ids, pos)
         return known & (created <= ts)
 
-    def require(self, ids: np.ndarray, ts: int, what: str = "node") -> None:
+    def require(
+        self, ids: np.ndarray, ts: int, what: str = "node", pos: np.ndarray | None = None
+    ) -> None:
         """Raise :class:`NodeNotFound` naming a few ids that do not exist at ``ts``."""
-        ok = self.exists_at(ids, ts) | (ids == 0)
+        ok = self.exists_at(ids, ts, pos) | (ids == 0)
         if not np.all(ok):
             bad = np.unique(ids[~ok])
             shown = ", ".join(str(int(i)) for i in bad[:5])
@@ -59,31 +68,40 @@ class GraphView:
             )
 
     # -- parents and roots -------------------------------------------------------------------
-    def parents_at(self, ids: np.ndarray, ts: int) -> np.ndarray:
+    def parents_at(
+        self, ids: np.ndarray, ts: int, pos: np.ndarray | None = None
+    ) -> np.ndarray:
         """Parent of each (existing) node at ``ts``; 0 for roots and unknown ids."""
         ids = np.asarray(ids, dtype=U64)
         found, rows = self.overlay.parents.last_at(ids, ts)
         out = np.where(found, rows["parent"], U64(0)).astype(U64)
         rest = np.flatnonzero(~found)
         if len(rest):
-            pos = self.base.positions(ids[rest])
-            inb = pos >= 0
-            out[rest[inb]] = self.base.parents(pos[inb])
+            rest_pos = self.base.positions(ids[rest]) if pos is None else pos[rest]
+            inb = rest_pos >= 0
+            out[rest[inb]] = self.base.parents(rest_pos[inb])
         return out
 
-    def roots(self, ids: np.ndarray, ts: int, stop_layer: int | None = None) -> np.ndarray:
+    def roots(
+        self, ids: np.ndarray, ts: int, stop_layer: int | None = None, check: bool = False
+    ) -> np.ndarray:
         """Ancestor at the highest layer <= ``stop_layer`` of each id (vectorized; 0 -> 0).
+        With ``check``, raise :class:`NodeNotFound` for ids that do not exist at ``ts``.
 
-        Works on the unique frontier at each step: many supervoxels share a layer-2 parent,
-        so the work shrinks quickly as it climbs."""
+        Works on the sorted unique frontier at each step: many supervoxels share a layer-2
+        parent, so the work shrinks quickly as it climbs."""
         stop = self.top if stop_layer is None else int(stop_layer)
         uniq, inverse = np.unique(np.asarray(ids, dtype=U64), return_inverse=True)
+        pos = self.base.positions(uniq)
+        if check:
+            self.require(uniq, ts, pos=pos)
         result = uniq.copy()
         climbing = np.flatnonzero((uniq != 0) & (self.layout.layer(uniq) < stop))
-        frontier = uniq[climbing]
+        frontier, frontier_pos = uniq[climbing], pos[climbing]
         owner = np.arange(len(frontier))
         while len(frontier):
-            parents = self.parents_at(frontier, ts)
+            parents = self.parents_at(frontier, ts, frontier_pos)
+            frontier_pos = None
             up = (parents != 0) & (self.layout.layer(parents) <= stop)
             moved = up[owner]
             climbing, owner = climbing[moved], owner[moved]
@@ -165,16 +183,18 @@ class GraphView:
 
     # -- atomic edges ------------------------------------------------------------------------
     def active_edges(
-        self, svs: np.ndarray, ts: int
+        self, svs: np.ndarray, ts: int, closed: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Edges active at ``ts`` touching the supervoxels ``svs`` (sorted, unique):
-        (a, b, affinity) with a < b."""
+        (a, b, affinity) with a < b. ``closed``: ``svs`` are whole segments at ``ts``."""
         svs = np.asarray(svs, dtype=U64)
         pos = self.base.positions(svs)
-        a0, b0, aff0 = self.base.incident_edges(pos[pos >= 0])
+        a0, b0, aff0 = self.base.incident_edges(pos[pos >= 0], closed)
         recs = [self.overlay.edges_a.matching(svs), self.overlay.edges_b.matching(svs)]
         ov = {k: np.concatenate([r[k] for r in recs]) for k in recs[0]}
         valid = ov["ts"] <= ts
+        if not valid.any():
+            return a0, b0, aff0  # base edges only: already unique
         a = np.concatenate([a0, ov["a"][valid]])
         b = np.concatenate([b0, ov["b"][valid]])
         aff = np.concatenate([aff0, ov["aff"][valid]])

@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..annotation import AnnotationTable
 from ..errors import Conflict
@@ -33,6 +34,9 @@ from .cells import Cells, make_cells, proofread_counts
 from .geometry import GEOMETRY, LAYOUT
 
 _INCOMPLETE = ".synth-incomplete"
+#: Up to this size the generator also writes its segmentation ground truth (every edge and
+#: every edit) under ``truth/``, for independent oracles.
+TRUTH_MAX_SYNAPSES = 10_000_000
 
 
 @dataclass
@@ -90,6 +94,8 @@ def _build(cave: OpenCave, con: duckdb.DuckDBPyConnection, work: Path, total: in
     bar.done(task)
     graph = _segmentation(cave, sv_graph, plan, bar)
     _apply_edits(graph, plan, bar)
+    if total <= TRUTH_MAX_SYNAPSES:
+        _write_truth(cave.data.root / "truth", sv_graph, plan)
     _write_tables(cave, con, graph, cells, soma_sv, parts, seed, bar)
     versions = _materialize(cave, bar)
     return BuildReport(total, len(cells), len(sv_graph.supervoxels), len(plan.edits), versions)
@@ -144,6 +150,19 @@ def _apply_edits(graph: SegmentationGraph, plan: edit_plan.EditPlan, bar: Steps)
         else:
             graph.remove_edges([(a, b)], user_id=edit.user_id, timestamp=edit.timestamp)
         bar.advance(task)
+
+
+def _write_truth(directory: Path, sv_graph: supervoxels.SupervoxelGraph,
+                 plan: edit_plan.EditPlan) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    edges = np.concatenate([sv_graph.edges, plan.initial_edges])
+    pq.write_table(pa.table({"a": edges[:, 0], "b": edges[:, 1]}), directory / "edges.parquet")
+    pq.write_table(pa.table({
+        "timestamp": pa.array([e.timestamp for e in plan.edits], pa.timestamp("us", "UTC")),
+        "kind": [e.kind for e in plan.edits],
+        "a": pa.array([e.supervoxels[0] for e in plan.edits], pa.uint64()),
+        "b": pa.array([e.supervoxels[1] for e in plan.edits], pa.uint64()),
+    }), directory / "edits.parquet")
 
 
 def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: SegmentationGraph,
