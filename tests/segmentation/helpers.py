@@ -67,8 +67,9 @@ class Model:
     def __init__(self, svs: np.ndarray, edges: np.ndarray, affinities: np.ndarray) -> None:
         self.svs = [int(s) for s in svs]
         self.active: dict[tuple[int, int], float] = {}
-        for (a, b), aff in zip(np.asarray(edges).tolist(), np.asarray(affinities).tolist(),
-                               strict=True):
+        for (a, b), aff in zip(
+            np.asarray(edges).tolist(), np.asarray(affinities).tolist(), strict=True
+        ):
             if a != b:
                 key = (min(a, b), max(a, b))
                 self.active[key] = max(float(aff), self.active.get(key, 0.0))

@@ -102,9 +102,7 @@ def test_builds_are_deterministic(tmp_path) -> None:  # type: ignore[no-untyped-
     first = build(tmp_path / "a", svs, edges)
     second = build(tmp_path / "b", svs[::-1], edges[::-1])
     assert np.array_equal(first.get_roots(svs), second.get_roots(svs))
-    assert np.array_equal(
-        first.get_roots(svs, stop_layer=3), second.get_roots(svs, stop_layer=3)
-    )
+    assert np.array_equal(first.get_roots(svs, stop_layer=3), second.get_roots(svs, stop_layer=3))
 
 
 def test_bad_inputs_are_rejected(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -116,9 +114,14 @@ def test_bad_inputs_are_rejected(tmp_path) -> None:  # type: ignore[no-untyped-d
     small = IdLayout(n_layers=4, spatial_bits=3)  # 8 chunks per axis, 4 fit under one root
     with pytest.raises(InvalidRequest):
         SegmentationGraph.create(
-            LiveStore.in_directory(tmp_path / "c"), tmp_path / "c" / "g", table_id="c",
-            layout=small, geometry=GEOMETRY, supervoxel_ids=small.encode(1, 5, 0, 0, [1]),
-            edges=[], timestamp=T0,
+            LiveStore.in_directory(tmp_path / "c"),
+            tmp_path / "c" / "g",
+            table_id="c",
+            layout=small,
+            geometry=GEOMETRY,
+            supervoxel_ids=small.encode(1, 5, 0, 0, [1]),
+            edges=[],
+            timestamp=T0,
         )
     with pytest.raises(InvalidRequest):
         build(tmp_path / "d", svs, [[svs[0], svs[1]]], affinities=[-1.0])
@@ -128,8 +131,12 @@ def test_bad_inputs_are_rejected(tmp_path) -> None:  # type: ignore[no-untyped-d
 
 def test_duplicate_edges_and_self_loops(tmp_path) -> None:  # type: ignore[no-untyped-def]
     svs = supervoxels([(0, 0, 0)], 3)
-    g = build(tmp_path, svs, [[svs[0], svs[1]], [svs[1], svs[0]], [svs[2], svs[2]]],
-              affinities=[0.2, 0.7, 1.0])
+    g = build(
+        tmp_path,
+        svs,
+        [[svs[0], svs[1]], [svs[1], svs[0]], [svs[2], svs[2]]],
+        affinities=[0.2, 0.7, 1.0],
+    )
     assert g.base.meta.n_edges == 1
     assert float(g.base.edge_aff[0]) == pytest.approx(0.7)
     assert len(np.unique(g.get_roots(svs))) == 2
@@ -146,9 +153,16 @@ def test_create_refuses_to_overwrite(tmp_path) -> None:  # type: ignore[no-untyp
 def test_progress_bar_and_custom_root_start(tmp_path) -> None:  # type: ignore[no-untyped-def]
     svs = supervoxels([(0, 0, 0), (1, 1, 1)], 2)
     g = SegmentationGraph.create(
-        LiveStore.in_directory(tmp_path), tmp_path / "g", table_id="p", layout=LAYOUT,
-        geometry=GEOMETRY, supervoxel_ids=svs, edges=[[svs[0], svs[3]]], timestamp=T0,
-        root_segment_start=5, progress=True,
+        LiveStore.in_directory(tmp_path),
+        tmp_path / "g",
+        table_id="p",
+        layout=LAYOUT,
+        geometry=GEOMETRY,
+        supervoxel_ids=svs,
+        edges=[[svs[0], svs[3]]],
+        timestamp=T0,
+        root_segment_start=5,
+        progress=True,
     )
     assert sorted(LAYOUT.segment(np.unique(g.get_roots(svs))).tolist()) == [5, 6, 7]
     assert g.oldest_timestamp() == T0 == g.base_timestamp

@@ -29,8 +29,7 @@ def random_graphs(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     counts = draw(st.lists(st.integers(1, 4), min_size=len(chunks), max_size=len(chunks)))
     svs = supervoxels(chunks, counts)
     n = len(svs)
-    pairs = draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)),
-                          max_size=2 * n))
+    pairs = draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=2 * n))
     edges = np.array([[svs[a], svs[b]] for a, b in pairs if a != b], dtype=np.uint64)
     edges = edges.reshape(-1, 2)
     aff = np.array([draw(st.sampled_from(AFFINITIES)) for _ in range(len(edges))])
@@ -129,7 +128,8 @@ class Scenario:
         edges = target.added_edges if target.is_merge else target.removed_edges
         affs = target.added_affinities if target.is_merge else target.removed_affinities
         todo = [
-            (tuple(e), float(f)) for e, f in zip(edges.tolist(), affs.tolist(), strict=True)
+            (tuple(e), float(f))
+            for e, f in zip(edges.tolist(), affs.tolist(), strict=True)
             if (tuple(e) in self.model.active) != add
         ]
         action = self.graph.undo if invert else self.graph.redo
@@ -174,8 +174,11 @@ def _check_time(graph: SegmentationGraph, model: Model, when) -> None:  # type: 
     assert actual_structure(graph, when, svs) == model.expected_structure(when)
 
 
-@settings(max_examples=int(os.environ.get("OPENCAVE_SEG_EXAMPLES", "30")), deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("OPENCAVE_SEG_EXAMPLES", "30")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(graph_data=random_graphs(), data=st.data())
 def test_random_edits_match_the_model(tmp_path_factory, graph_data, data) -> None:  # type: ignore[no-untyped-def]
     svs, edges, aff = graph_data
@@ -191,8 +194,7 @@ def test_random_edits_match_the_model(tmp_path_factory, graph_data, data) -> Non
         _check_time(graph, model, when)
         _check_time(graph, model, when + timedelta(seconds=5))
     # Delta roots: what stopped / started being latest between two random times.
-    t1, t2 = sorted(data.draw(st.lists(st.sampled_from(scenario.times), min_size=2,
-                                       max_size=2)))
+    t1, t2 = sorted(data.draw(st.lists(st.sampled_from(scenario.times), min_size=2, max_size=2)))
     old, new = graph.delta_roots(t1, t2)
     roots1 = set(graph.get_roots(svs, t1).tolist())
     roots2 = set(graph.get_roots(svs, t2).tolist())
@@ -206,8 +208,9 @@ def test_random_edits_match_the_model(tmp_path_factory, graph_data, data) -> Non
         mine = svs[graph.get_roots(svs, t2) == root]
         assert set(graph.get_roots(mine, t1).tolist()) <= set(past[root])
     # A second object on the same database and directory answers identically.
-    again = SegmentationGraph.open(LiveStore.in_directory(directory), directory / "test_graph",
-                                   "test_graph")
+    again = SegmentationGraph.open(
+        LiveStore.in_directory(directory), directory / "test_graph", "test_graph"
+    )
     for when in scenario.times:
         assert np.array_equal(again.get_roots(svs, when), graph.get_roots(svs, when))
     assert LAYOUT.n_layers == graph.n_layers

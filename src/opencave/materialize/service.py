@@ -102,6 +102,8 @@ class MaterializationService:
         return self._run(query, count=count, notices=notices)
 
     def unique_string_values(self, datastack: str, table: str) -> dict[str, list[str]]:
+        """Distinct values of each text column, at the latest version."""
+        self.info.datastack(datastack)
         latest = self.versions.latest(datastack)
         if latest is None:
             return {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
@@ -68,9 +70,7 @@ def components(n: int, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
         return np.arange(n, dtype=np.int64), n
     index_dtype = np.int32 if n < 2**31 - 1 else np.int64
     data = np.ones(len(a), dtype=np.int8)
-    graph = sparse.csr_matrix(
-        (data, (a.astype(index_dtype), b.astype(index_dtype))), shape=(n, n)
-    )
+    graph = sparse.csr_matrix((data, (a.astype(index_dtype), b.astype(index_dtype))), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     return canonical_labels(labels.astype(np.int64))
 
@@ -85,7 +85,7 @@ def components_in_batches(
     bounds = _batch_bounds(n, a, b, batch_nodes)
     labels = np.empty(n, dtype=np.int64)
     offset = 0
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+    for lo, hi in pairwise(bounds):
         e_lo, e_hi = np.searchsorted(a, [lo, hi])
         part, k = components(int(hi - lo), a[e_lo:e_hi] - lo, b[e_lo:e_hi] - lo)
         labels[lo:hi] = part + offset
@@ -125,10 +125,7 @@ def encode_array(arr: object, dtype: str = "<u8") -> bytes:
 
 
 def decode_array(blob: bytes | None, dtype: str = "<u8", width: int = 0) -> np.ndarray:
-    if not blob:
-        out = np.zeros(0, dtype=dtype)
-    else:
-        out = np.frombuffer(blob, dtype=dtype).copy()
+    out = np.frombuffer(blob, dtype=dtype).copy() if blob else np.zeros(0, dtype=dtype)
     if width:
         out = out.reshape(-1, width)
     return out.astype(np.dtype(dtype).newbyteorder("="))

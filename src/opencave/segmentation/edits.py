@@ -111,7 +111,9 @@ def plan_merge(
         layer
         for layer in range(2, top + 1)
         if layer == top
-        or all(x >> (layer - 2) == y >> (layer - 2) for x, y in zip(coords_a, coords_b, strict=True))
+        or all(
+            x >> (layer - 2) == y >> (layer - 2) for x, y in zip(coords_a, coords_b, strict=True)
+        )
     )
     nodes = PlanNodes()
     rep = 0
@@ -195,7 +197,9 @@ class _ReuseAllocator:
         starts = ptr[:-1][new]
         idx = np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
         self.nodes.add(
-            layer_nodes.layer, layer_nodes.ids[new], ptr_from_counts(counts),
+            layer_nodes.layer,
+            layer_nodes.ids[new],
+            ptr_from_counts(counts),
             layer_nodes.children[idx],
         )
 
@@ -302,4 +306,3 @@ def plan_split(
     if len(plan.new_roots) < 2:
         raise InvalidRequest("the split would not separate the segment")
     return plan
-

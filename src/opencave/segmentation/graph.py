@@ -295,9 +295,13 @@ class SegmentationGraph:
             lineage.check_roots(view, roots)
             view.require(roots, 2**62, "root")
             graph = lineage.lineage_graph(view, roots, self._base_us - 1, 2**62)
-            op_ids = sorted({op for r in roots.tolist() for op in changelog.history_operations(graph, r)})
+            op_ids = sorted(
+                {op for r in roots.tolist() for op in changelog.history_operations(graph, r)}
+            )
         ops = self._operations(op_ids)
-        return [ops[o] for o in op_ids if since_us is None or to_micros(ops[o].timestamp) >= since_us]
+        return [
+            ops[o] for o in op_ids if since_us is None or to_micros(ops[o].timestamp) >= since_us
+        ]
 
     def tabular_change_log(
         self, root_ids: object, filtered: bool = False
@@ -338,8 +342,12 @@ class SegmentationGraph:
             return plan_merge(view, ts, minter, plan, a, b, float(affinity))
 
         return self._edit(
-            MERGE, user_id, timestamp, planner,
-            source_ids=np.array([a], dtype=U64), sink_ids=np.array([b], dtype=U64),
+            MERGE,
+            user_id,
+            timestamp,
+            planner,
+            source_ids=np.array([a], dtype=U64),
+            sink_ids=np.array([b], dtype=U64),
             source_coords=coords[:1] if coords else None,
             sink_coords=coords[1:] if coords else None,
         )
@@ -362,7 +370,12 @@ class SegmentationGraph:
             return plan_split(view, ts, minter, plan, src, snk)
 
         return self._edit(
-            SPLIT, user_id, timestamp, planner, source_ids=src, sink_ids=snk,
+            SPLIT,
+            user_id,
+            timestamp,
+            planner,
+            source_ids=src,
+            sink_ids=snk,
             source_coords=_coords(source_coords, len(src) or None, "source_coords"),
             sink_coords=_coords(sink_coords, len(snk) or None, "sink_coords"),
         )
@@ -401,7 +414,12 @@ class SegmentationGraph:
         return self._replay(REDO, target, invert=False, user_id=user_id, timestamp=timestamp)
 
     def _replay(
-        self, kind: str, target: Operation, *, invert: bool, user_id: str,
+        self,
+        kind: str,
+        target: Operation,
+        *,
+        invert: bool,
+        user_id: str,
         timestamp: datetime | None,
     ) -> Operation:
         add = target.is_merge != invert
@@ -412,8 +430,10 @@ class SegmentationGraph:
             active, current_aff = view.edge_states(edges, ts)
             todo = ~active if add else active
             if not np.any(todo):
-                raise InvalidRequest(f"nothing to {kind}: operation {target.id} is already "
-                                     f"{'applied' if add else 'reverted'}")
+                raise InvalidRequest(
+                    f"nothing to {kind}: operation {target.id} is already "
+                    f"{'applied' if add else 'reverted'}"
+                )
             pairs = edges[todo]
             if add and len(pairs) == 1:
                 ends = view.roots(pairs.reshape(-1), ts)
@@ -434,7 +454,12 @@ class SegmentationGraph:
         view.require(ids, ts, "supervoxel")
 
     def _edit(
-        self, kind: str, user_id: str, timestamp: datetime | None, planner: Planner, **fields: object
+        self,
+        kind: str,
+        user_id: str,
+        timestamp: datetime | None,
+        planner: Planner,
+        **fields: object,
     ) -> Operation:
         if not user_id:
             raise InvalidRequest("edits need a user_id")

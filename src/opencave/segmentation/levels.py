@@ -69,9 +69,7 @@ class KeyedLog:
     def _empty_rows(self, n: int) -> Columns:
         return {name: np.zeros(n, dtype=dt) for name, dt in self.dtypes}
 
-    def last_at(
-        self, keys: np.ndarray, ts_max: int, ts: str = "ts"
-    ) -> tuple[np.ndarray, Columns]:
+    def last_at(self, keys: np.ndarray, ts_max: int, ts: str = "ts") -> tuple[np.ndarray, Columns]:
         """For each key, the newest record with ``ts <= ts_max``: (found mask, rows)."""
         found = np.zeros(len(keys), dtype=bool)
         rows = self._empty_rows(len(keys))

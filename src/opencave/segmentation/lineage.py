@@ -112,26 +112,27 @@ def past_future(
             past_map[root] = sorted(a for a in ancestors if graph.in_degree(a) == 0)
     future_map: dict[int, int] = {}
     for past_id in sorted({p for ids in past_map.values() for p in ids}):
-        target = _unambiguous_future(graph, past_id)
+        target = _unambiguous_future(view, graph, past_id)
         if target is not None:
             future_map[past_id] = target
     return past_map, future_map
 
 
-def _unambiguous_future(graph: nx.DiGraph, past_id: int) -> int | None:
-    nodes = [*nx.descendants(graph, past_id), past_id]
-    if any(graph.out_degree(n) >= 2 for n in nodes):
-        return None
-    sinks = [n for n in nodes if graph.out_degree(n) == 0]
-    if len(sinks) != 1:
-        return None
-    # A step into a node with a single predecessor is a split (or a no-op edit): the past
-    # segment may have been only partly carried over.
-    for n in nodes:
-        succ = list(graph.successors(n))
-        if succ and graph.in_degree(succ[0]) == 1:
+def _unambiguous_future(view: GraphView, graph: nx.DiGraph, past_id: int) -> int | None:
+    """Follow ``past_id`` forward through the window while every step is a merge (one
+    successor, which has several predecessors); a split makes the future ambiguous."""
+    current = past_id
+    while True:
+        succ = list(graph.successors(current))
+        if not succ:
+            return current
+        only = np.array([current], dtype=U64)
+        if len(succ) != 1 or len(np.unique(view.successors(only)["new"])) != 1:
             return None
-    return sinks[0]
+        nxt = np.array(succ, dtype=U64)
+        if len(np.unique(view.predecessors(nxt)["old"])) < 2:
+            return None
+        current = succ[0]
 
 
 def delta_roots(view: GraphView, past: int, future: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,6 @@ from datetime import datetime
 import numpy as np
 
 from ..timestamps import from_micros
-from .arrays import EMPTY_IDS
 
 MERGE, SPLIT, UNDO, REDO = "merge", "split", "undo", "redo"
 KINDS = (MERGE, SPLIT, UNDO, REDO)

@@ -152,14 +152,22 @@ class OverlayState:
             "ts": batch.lineage_ts,
             "op": batch.lineage_op,
         }
-        parents = {"child": batch.parent_child, "ts": batch.parent_ts, "parent": batch.parent_parent}
+        parents = {
+            "child": batch.parent_child,
+            "ts": batch.parent_ts,
+            "parent": batch.parent_parent,
+        }
         return replace(
             self,
             last_op=max(self.last_op, batch.last_op),
             last_ts=max(self.last_ts, batch.last_ts),
             parents=self.parents.appended(parents),
             nodes=self.nodes.appended(
-                batch.node_ids, batch.node_created, batch.node_op, batch.node_ptr, batch.node_children
+                batch.node_ids,
+                batch.node_created,
+                batch.node_op,
+                batch.node_ptr,
+                batch.node_children,
             ),
             edges_a=self.edges_a.appended(edges),
             edges_b=self.edges_b.appended(edges),
@@ -365,7 +373,10 @@ def write_plan(
                     "children": encode_array(plan.node_children[lo:hi]),
                 }
                 for node, layer, lo, hi in zip(
-                    plan.node_ids, plan.node_layers, plan.node_ptr[:-1], plan.node_ptr[1:],
+                    plan.node_ids,
+                    plan.node_layers,
+                    plan.node_ptr[:-1],
+                    plan.node_ptr[1:],
                     strict=True,
                 )
             ],
@@ -412,9 +423,7 @@ def write_plan(
     _write_counters(conn, table_id, plan, known_counters)
 
 
-def _write_counters(
-    conn: Connection, table_id: str, plan: EditPlan, known: dict[int, int]
-) -> None:
+def _write_counters(conn: Connection, table_id: str, plan: EditPlan, known: dict[int, int]) -> None:
     t = counters_table
     for chunk, value in plan.counters.items():
         values = {"value": value, "operation_id": plan.operation_id}

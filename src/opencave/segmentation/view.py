@@ -68,9 +68,7 @@ class GraphView:
             )
 
     # -- parents and roots -------------------------------------------------------------------
-    def parents_at(
-        self, ids: np.ndarray, ts: int, pos: np.ndarray | None = None
-    ) -> np.ndarray:
+    def parents_at(self, ids: np.ndarray, ts: int, pos: np.ndarray | None = None) -> np.ndarray:
         """Parent of each (existing) node at ``ts``; 0 for roots and unknown ids."""
         ids = np.asarray(ids, dtype=U64)
         found, rows = self.overlay.parents.last_at(ids, ts)

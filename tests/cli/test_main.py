@@ -1,0 +1,64 @@
+"""The command line as a user runs it: real subprocesses, a real port."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port
+
+OPENCAVE = [sys.executable, "-m", "opencave.cli"]
+
+
+def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the server exited"
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the server never became healthy")
+
+
+def test_serve_answers_health_and_the_datastack(synth_dir: Path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen([*OPENCAVE, "serve", "--data", str(synth_dir), "--port",
+                                str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(url, process)
+        info = httpx.get(f"{url}/info/api/v2/datastack/full/minnie65_public").json()
+        assert info["local_server"] == url
+        assert info["segmentation_source"] == f"graphene://{url}/segmentation/table/minnie3_v1"
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_demo_builds_serves_and_prints_how_to_connect(tmp_path: Path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [*OPENCAVE, "demo", "--data", str(tmp_path / "demo"), "--port", str(port),
+         "--synapses", "12000"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        wait_healthy(url, process, seconds=300)
+        process.terminate()
+        out, _ = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert "from caveclient import CAVEclient" in out
+    assert f'client = CAVEclient("minnie65_public", server_address="{url}")' in out
+
+
+def test_synth_rejects_tiny_datastacks(tmp_path: Path):
+    result = subprocess.run([*OPENCAVE, "synth", "--out", str(tmp_path / "x"), "--synapses",
+                             "100"], capture_output=True, text=True)
+    assert result.returncode == 2 and "10,000" in result.stderr
