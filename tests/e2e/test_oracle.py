@@ -75,7 +75,8 @@ def _filters(frame: pd.DataFrame, table: str, schema, data: st.DataObject) -> di
     for _ in range(data.draw(st.integers(1, 3))):
         column = data.draw(st.sampled_from(candidates))
         kind = data.draw(st.sampled_from(
-            ["in", "notin", "equal", "greater", "less_equal", "regex", "spatial"]))
+            ["in", "notin", "equal", "greater", "less", "greater_equal", "less_equal", "regex",
+             "spatial"]))
         name = column.name
         if kind == "spatial" and schema.points:
             point = data.draw(st.sampled_from(schema.points))
@@ -97,7 +98,7 @@ def _filters(frame: pd.DataFrame, table: str, schema, data: st.DataObject) -> di
             values = _values(frame, name, data, 1)
             if values:
                 body.setdefault("filter_equal_dict", {}).setdefault(table, {})[name] = values[0]
-        elif kind in ("greater", "less_equal") and column.is_numeric:
+        elif kind in ("greater", "less", "greater_equal", "less_equal") and column.is_numeric:
             values = _values(frame, name, data, 1)
             if values:
                 body.setdefault(f"filter_{kind}_dict", {}).setdefault(table, {})[name] = values[0]
