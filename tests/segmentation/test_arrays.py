@@ -11,10 +11,10 @@ import pytest
 from opencave.segmentation.arrays import (
     canonical_labels,
     components,
-    components_in_batches,
     first_occurrences,
     lookup_sorted,
     ranges,
+    unique,
 )
 
 
@@ -30,16 +30,15 @@ def test_canonical_labels_and_first_occurrences() -> None:
     assert first_occurrences(labels, k).tolist() == [0, 2, 3]
 
 
-def test_batched_components_equal_global_ones() -> None:
-    rng = np.random.default_rng(0)
-    # 40 blocks of 25 nodes; edges stay inside blocks, as edges stay inside chunks.
-    block = rng.integers(0, 25, (400, 2)) + 25 * rng.integers(0, 40, 400)[:, None]
-    a, b = block.min(axis=1), block.max(axis=1)
-    order = np.argsort(a, kind="stable")
-    a, b = a[order], b[order]
-    expected, k = components(1000, a, b)
-    got, k2 = components_in_batches(1000, a, b, batch_nodes=60)
-    assert k == k2 and np.array_equal(got, expected)
+def test_components_are_canonical() -> None:
+    labels, k = components(6, np.array([4, 1]), np.array([5, 3]))
+    assert labels.tolist() == [0, 1, 2, 1, 3, 3] and k == 4
+
+
+def test_unique() -> None:
+    values = np.random.default_rng(0).integers(0, 50, 500).astype(np.uint64)
+    assert np.array_equal(unique(values), np.unique(values))
+    assert unique(np.zeros(0, np.uint64)).shape == (0,)
 
 
 def test_lookup_sorted() -> None:

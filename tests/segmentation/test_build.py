@@ -166,3 +166,28 @@ def test_progress_bar_and_custom_root_start(tmp_path) -> None:  # type: ignore[n
     )
     assert sorted(LAYOUT.segment(np.unique(g.get_roots(svs))).tolist()) == [5, 6, 7]
     assert g.oldest_timestamp() == T0 == g.base_timestamp
+
+
+def test_layer2_batches_do_not_change_the_result(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from opencave.segmentation.build import build_base
+
+    chunks = [(x, y, z) for x in range(3) for y in range(2) for z in range(2)]
+    svs = supervoxels(chunks, 5)
+    rng = np.random.default_rng(7)
+    edges = svs[rng.integers(0, len(svs), (80, 2))]
+    common = dict(
+        table_id="t",
+        layout=LAYOUT,
+        geometry=GEOMETRY,
+        supervoxel_ids=svs,
+        edges=edges,
+        affinities=None,
+        timestamp_us=0,
+        root_segment_start=1,
+    )
+    build_base(tmp_path / "one", **common)
+    build_base(tmp_path / "many", **common, batch_nodes=7)
+    for name in ("ids", "parent", "children", "child_ptr", "edge_a", "edge_b"):
+        one = np.load(tmp_path / "one" / f"{name}.npy")
+        many = np.load(tmp_path / "many" / f"{name}.npy")
+        assert np.array_equal(one, many), name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -34,8 +35,10 @@ def serve(data: DataOption, host: HostOption = "127.0.0.1", port: PortOption = 8
           row_cap: Annotated[int | None, typer.Option(
               help="Cap rows per query like the original (default: no cap).")] = None) -> None:
     """Serve a data directory over the CAVE-compatible HTTP API."""
-    _serve(Settings(data_dir=data, row_cap=row_cap) if row_cap else Settings(data_dir=data),
-           host, port)
+    settings = Settings(data_dir=data)
+    if row_cap is not None:
+        settings = replace(settings, row_cap=row_cap)
+    _serve(settings, host, port)
 
 
 @app.command()

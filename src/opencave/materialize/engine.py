@@ -75,6 +75,18 @@ class QueryEngine:
     def table(self, query: CompiledQuery) -> pa.Table:
         return self.stream(query).read_all()
 
+    def run(self, sql: str, params: list[object], *,
+            tables: dict[str, pa.Table] | None = None) -> pa.Table:
+        """Run internal SQL (built by opencave itself, never from a request) with Arrow
+        tables registered under the given names for its duration."""
+        cursor = self._cursor()
+        try:
+            for name, table in (tables or {}).items():
+                cursor.register(name, table)
+            return cursor.sql(sql, params=params).to_arrow_table()
+        finally:
+            cursor.close()
+
     def count(self, query: CompiledQuery) -> int:
         cursor = self._cursor()
         try:

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -161,29 +160,23 @@ class Materializer:
         target = to_micros(timestamp)
         if valid_at == target:
             return None
-        con = duckdb.connect()
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            params: list[object] = [str(self.data_dir.absolute(part.segment.path))]
-            source = "read_parquet(?) AS s"
-            if part.masked:
-                source += " ANTI JOIN read_parquet(?) AS m ON s.id = m.id"
-                params.append(str(self.data_dir.absolute(part.masked)))
-            columns = ", ".join(f's."{c.name}"' for c in table.schema.columns())
-            if 0 <= valid_at < target:
-                old, _new = seg.delta_roots(from_micros(valid_at), timestamp)
-                expired = np.asarray(old, dtype=np.int64)
-                if expired.size == 0:
-                    return None
-                con.register("expired", pa.table({"r": expired}))
-                condition = " OR ".join(f's."{r}" IN (SELECT r FROM expired)' for r in roots)
-            else:  # roots from an unknown or later time: look every row up again
-                condition = "TRUE"
-            return con.sql(
-                f"SELECT {columns} FROM {source} WHERE {condition}", params=params
-            ).to_arrow_table()
-        finally:
-            con.close()
+        params: list[object] = [str(self.data_dir.absolute(part.segment.path))]
+        source = "read_parquet(?) AS s"
+        if part.masked:
+            source += " ANTI JOIN read_parquet(?) AS m ON s.id = m.id"
+            params.append(str(self.data_dir.absolute(part.masked)))
+        columns = ", ".join(f's."{c.name}"' for c in table.schema.columns())
+        tables: dict[str, pa.Table] = {}
+        if 0 <= valid_at < target:
+            old, _new = seg.delta_roots(from_micros(valid_at), timestamp)
+            if len(old) == 0:
+                return None
+            tables["expired"] = pa.table({"r": np.asarray(old, dtype=np.int64)})
+            condition = " OR ".join(f's."{r}" IN (SELECT r FROM expired)' for r in roots)
+        else:  # roots from an unknown or later time: look every row up again
+            condition = "TRUE"
+        return self.engine.run(f"SELECT {columns} FROM {source} WHERE {condition}", params,
+                               tables=tables)
 
     def _extend_mask(self, part: SnapshotPart, ids: np.ndarray, table: AnnotationTable,
                      version: Version) -> tuple[SnapshotPart, int]:
@@ -224,11 +217,7 @@ def _refresh_roots(table: AnnotationTable, rows: pa.Table, timestamp: datetime,
 
 def lookup_roots(seg: SegmentationView, supervoxels: np.ndarray,
                  timestamp: datetime) -> np.ndarray:
-    """Root ids at ``timestamp``; supervoxel 0 (a point outside the segmentation) → root 0."""
-    supervoxels = np.asarray(supervoxels, dtype=np.uint64)
-    roots = np.zeros(len(supervoxels), dtype=np.uint64)
-    inside = supervoxels != 0
-    if inside.any():
-        unique, inverse = np.unique(supervoxels[inside], return_inverse=True)
-        roots[inside] = np.asarray(seg.get_roots(unique, timestamp), dtype=np.uint64)[inverse]
-    return roots
+    """Root ids at ``timestamp`` (supervoxel 0, a point outside the segmentation, has root
+    0), each distinct supervoxel looked up once: many rows share one."""
+    unique, inverse = np.unique(np.asarray(supervoxels, dtype=np.uint64), return_inverse=True)
+    return np.asarray(seg.get_roots(unique, timestamp), dtype=np.uint64)[inverse]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .arrays import ranges
+from .arrays import ranges, unique
 from .ids import ChunkGeometry, IdLayout
 
 FORMAT = "opencave-segmentation-base/1"
@@ -175,7 +175,7 @@ class BaseGraph:
         edges, _ = ranges(self.edge_ptr_a[sv_pos], self.edge_ptr_a[sv_pos + 1])
         if not closed:
             by_b, _ = ranges(self.edge_ptr_b[sv_pos], self.edge_ptr_b[sv_pos + 1])
-            edges = np.union1d(edges, np.asarray(self.edge_order_b[by_b]))
+            edges = unique(np.concatenate([edges, np.asarray(self.edge_order_b[by_b])]))
         return (
             np.asarray(self.edge_a[edges], dtype=np.uint64),
             np.asarray(self.edge_b[edges], dtype=np.uint64),

@@ -14,18 +14,19 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import Conflict, InvalidRequest, describe_choices
-from .arrays import ptr_from_counts, ranges
+from .arrays import components, first_occurrences, ptr_from_counts, ranges, unique
 from .base import BaseMeta, lookup_runs, make_runs
 from .ids import ChunkGeometry, IdLayout, as_ids
-from .layers import LayerNodes, build_layers, mint_in_chunks
+from .layers import LayerNodes, Units, build_layers, mint_in_chunks
 
-#: Supervoxels per connected-components batch at layer 2 (bounds scipy's memory).
-BATCH_NODES = 20_000_000
+#: Supervoxels per batch of the streamed layer-2 pass (bounds memory).
+BATCH_NODES = 4_000_000
 
 
 def build_base(
@@ -40,29 +41,31 @@ def build_base(
     timestamp_us: int,
     root_segment_start: int,
     progress: bool = False,
+    batch_nodes: int = BATCH_NODES,
 ) -> BaseMeta:
     directory = Path(directory)
     if (directory / "meta.json").exists():
         raise Conflict(f"a segmentation graph already exists in {directory}")
     directory.mkdir(parents=True, exist_ok=True)
-    with _progress(progress, layout.n_layers + 3) as step:
+    with _progress(progress, layout.n_layers + 2) as step:
         sv = _prepare_supervoxels(layout, supervoxel_ids)
         step("supervoxels")
         ea, eb = _prepare_edges(directory, sv, edges, affinities)
         step("edges")
         writer = _NodeWriter(layout, sv, root_segment_start)
+        units, ea, eb = writer.layer2(ea, eb, batch_nodes)
+        step("layer 2")
         build_layers(
             layout,
-            sv,
+            units,
             ea,
             eb,
             writer.allocate,
             writer.record,
-            sv_keys=np.arange(len(sv), dtype=np.int64),
-            batch_nodes=BATCH_NODES,
+            start_layer=3,
             on_progress=lambda layer: step(f"layer {layer}"),
         )
-        del ea, eb
+        del ea, eb, units
         n_nodes, n_roots = writer.save(directory)
         step("nodes")
     meta = BaseMeta(
@@ -83,22 +86,31 @@ def build_base(
 
 
 def _prepare_supervoxels(layout: IdLayout, supervoxel_ids: object) -> np.ndarray:
-    sv = np.unique(as_ids(supervoxel_ids))
+    sv = unique(as_ids(supervoxel_ids))
     if len(sv) and sv[0] == 0:
         raise InvalidRequest("supervoxel id 0 is reserved for 'no segment'")
-    bad = layout.layer(sv) != 1
+    bad = (sv >> np.uint64(56)) != 1
     if np.any(bad):
         raise InvalidRequest(
             f"supervoxel ids must be layer-1 ids; got {describe_choices(sv[bad][:5].tolist())}"
         )
+    # Sorted supervoxels list their chunks in order: check the (few) distinct chunks only.
+    chunks = unique(layout.chunk_id(sv[_chunk_starts(layout, sv)]))
     limit = layout.grid_limit()
-    coords = layout.chunk_coordinates(sv)
-    if any(np.any(c >= limit) for c in coords):
+    if any(np.any(c >= limit) for c in layout.chunk_coordinates(chunks)):
         raise InvalidRequest(
             f"chunk coordinates must stay below {limit} so that one top-layer chunk holds "
             f"every root (n_layers={layout.n_layers})"
         )
     return sv
+
+
+def _chunk_starts(layout: IdLayout, sv: np.ndarray) -> np.ndarray:
+    """Positions where a new layer-1 chunk begins in sorted supervoxel ids."""
+    chunk = sv >> np.uint64(layout.segment_bits(1))
+    starts = np.ones(len(sv), dtype=bool)
+    starts[1:] = chunk[1:] != chunk[:-1]
+    return np.flatnonzero(starts)
 
 
 def _prepare_edges(
@@ -124,7 +136,7 @@ def _prepare_edges(
     eb = _positions(run_start, run_pos, pairs[:, 1])
     missing = (ea < 0) | (eb < 0)
     if np.any(missing):
-        bad = np.unique(pairs[missing].reshape(-1))[:5]
+        bad = unique(pairs[missing].reshape(-1))[:5]
         raise InvalidRequest(f"edges name unknown supervoxels, e.g. {bad.tolist()}")
     del pairs
     ea, eb = np.minimum(ea, eb), np.maximum(ea, eb)
@@ -135,7 +147,7 @@ def _prepare_edges(
     key = ea * n + eb
     del ea, eb
     if len(key) > 1 and np.any(key[1:] < key[:-1]):
-        order = np.argsort(key, kind="stable")
+        order = np.argsort(key)
         key, aff = key[order], aff[order]
         del order
     starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else key
@@ -143,7 +155,8 @@ def _prepare_edges(
         # Duplicate edges keep their largest affinity.
         key, aff = key[starts], np.maximum.reduceat(aff, starts)
     del starts
-    ea, eb = key // n, key % n
+    index_dtype = np.int32 if len(sv) < 2**31 - 1 else np.int64
+    ea, eb = (key // n).astype(index_dtype), (key % n).astype(index_dtype)
     del key
     _save(directory, "edge_a", sv[ea])
     _save(directory, "edge_b", sv[eb])
@@ -179,6 +192,61 @@ class _NodeWriter:
         self.children: list[np.ndarray] = []
         self.n_roots = 0
 
+    def layer2(
+        self, ea: np.ndarray, eb: np.ndarray, batch_nodes: int
+    ) -> tuple[Units, np.ndarray, np.ndarray]:
+        """Layer 2, streamed over chunk-aligned batches of supervoxels (edges sorted by
+        ``ea``) to bound memory. Returns the layer-2 nodes as units and the edges between
+        them (every intra-chunk edge ends up inside a layer-2 node)."""
+        sv, n = self.sv, len(self.sv)
+        unit_of_sv = np.empty(n, dtype=ea.dtype)
+        parts: dict[str, list[np.ndarray]] = {"ids": [], "counts": [], "children": [], "sv": []}
+        n_units = 0
+        for lo, hi in pairwise(_batch_cuts(self.layout, sv, batch_nodes)):
+            e_lo, e_hi = np.searchsorted(ea, [lo, hi])
+            a, b = ea[e_lo:e_hi] - lo, eb[e_lo:e_hi] - lo
+            chunk = sv[lo:hi] >> np.uint64(self.layout.segment_bits(1))
+            inside = b < hi - lo
+            a, b = a[inside], b[inside]
+            same = chunk[a] == chunk[b]
+            labels, k = components(hi - lo, a[same], b[same])
+            first = first_occurrences(labels, k)
+            # Components come in order of their smallest supervoxel, hence of their chunk:
+            # minted per chunk from 1, the ids are sorted and independent of the batching.
+            ids, _ = mint_in_chunks(self.layout.chunk_id_at_layer(sv[lo + first], 2), 0)
+            self._check_segments(ids, 2)
+            self.parent_sv[lo:hi] = ids[labels]
+            parts["ids"].append(ids)
+            parts["counts"].append(np.bincount(labels, minlength=k))
+            parts["children"].append(sv[lo:hi][np.argsort(labels, kind="stable")])
+            parts["sv"].append(sv[lo + first])
+            unit_of_sv[lo:hi] = labels + n_units
+            n_units += k
+        ids = np.concatenate(parts["ids"]) if parts["ids"] else np.zeros(0, np.uint64)
+        self._add_layer(
+            ids,
+            _concat(parts["counts"], np.int64),
+            _concat(parts["children"], np.uint64),
+        )
+        keys = len(sv) + np.arange(len(ids), dtype=np.int64)
+        units = Units(ids, keys, _concat(parts["sv"], np.uint64))
+        ua, ub = unit_of_sv[ea], unit_of_sv[eb]
+        del unit_of_sv
+        cross = ua != ub
+        return units, ua[cross], ub[cross]
+
+    def _check_segments(self, ids: np.ndarray, layer: int) -> None:
+        if len(ids) and int(self.layout.segment(ids).max()) > self.layout.max_segment(layer):
+            raise InvalidRequest(f"a layer-{layer} chunk holds more nodes than its ids allow")
+
+    def _add_layer(self, ids: np.ndarray, counts: np.ndarray, children: np.ndarray) -> None:
+        self.layer_ids.append(ids)
+        self.layer_offsets.append(self.offset)
+        self.layer_parents.append(np.zeros(len(ids), dtype=np.uint64))
+        self.child_counts.append(counts)
+        self.children.append(children)
+        self.offset += len(ids)
+
     def allocate(
         self, layer: int, chunk_ids: np.ndarray, ptr: np.ndarray, children: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -193,8 +261,7 @@ class _NodeWriter:
             self.n_roots = k
         else:
             ids, order = mint_in_chunks(chunk_ids, 0)
-            if k and int(self.layout.segment(ids).max()) > self.layout.max_segment(layer):
-                raise InvalidRequest(f"a layer-{layer} chunk holds more nodes than its ids allow")
+            self._check_segments(ids, layer)
         keys = np.empty(k, dtype=np.int64)
         keys[order] = self.offset + np.arange(k, dtype=np.int64)
         return ids, keys
@@ -205,12 +272,7 @@ class _NodeWriter:
         self._set_parents(nodes.child_keys, owner_ids)
         order = np.argsort(nodes.keys, kind="stable")
         idx, _ = ranges(nodes.ptr[:-1][order], nodes.ptr[1:][order])
-        self.layer_ids.append(nodes.ids[order])
-        self.layer_offsets.append(self.offset)
-        self.layer_parents.append(np.zeros(len(order), dtype=np.uint64))
-        self.child_counts.append(counts[order])
-        self.children.append(nodes.children[idx])
-        self.offset += len(order)
+        self._add_layer(nodes.ids[order], counts[order], nodes.children[idx])
 
     def _set_parents(self, child_keys: np.ndarray, parents: np.ndarray) -> None:
         is_sv = child_keys < len(self.sv)
@@ -219,7 +281,7 @@ class _NodeWriter:
         if len(rest) == 0:
             return
         which = np.searchsorted(self.layer_offsets, child_keys[rest], side="right") - 1
-        for i in np.unique(which):
+        for i in unique(which):
             sel = rest[which == i]
             self.layer_parents[i][child_keys[sel] - self.layer_offsets[i]] = parents[sel]
 
@@ -234,6 +296,17 @@ class _NodeWriter:
         _save(directory, "child_ptr", ptr_from_counts(np.concatenate(self.child_counts)))
         _save(directory, "children", np.concatenate(self.children))
         return self.offset - len(self.sv), self.n_roots
+
+
+def _batch_cuts(layout: IdLayout, sv: np.ndarray, batch: int) -> np.ndarray:
+    """Batch boundaries at chunk starts, about ``batch`` supervoxels apart."""
+    starts = _chunk_starts(layout, sv)
+    wanted = np.searchsorted(starts, np.arange(0, len(sv), batch))
+    return unique(np.concatenate([starts[np.minimum(wanted, len(starts) - 1)], [len(sv)]]))
+
+
+def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 
 def _save(directory: Path, name: str, array: np.ndarray) -> None:

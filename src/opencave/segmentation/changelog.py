@@ -18,6 +18,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
+from .arrays import unique
 from .lineage import lineage_graph
 from .operation import Operation
 from .view import GraphView
@@ -34,7 +35,7 @@ def history_operations(graph: nx.DiGraph, root: int) -> list[int]:
 def tabular_change_logs(
     view: GraphView, roots: np.ndarray, operations: OperationsFn, now: int, filtered: bool
 ) -> dict[int, pd.DataFrame]:
-    roots = np.unique(np.asarray(roots, dtype=np.uint64))
+    roots = unique(np.asarray(roots, dtype=np.uint64))
     base_ts = view.base.meta.base_timestamp
     graph = lineage_graph(view, roots, base_ts - 1, now)
     _, created, _ = view.created(roots)
@@ -56,10 +57,10 @@ def _row(view: GraphView, op: Operation, root: int, root_ts: int, base_ts: int) 
     current = view.roots(svs, root_ts) if len(svs) else svs
     if op.is_merge:
         original = view.roots(svs, base_ts) if len(svs) else svs
-        relevant = len(np.unique(original)) != 1
+        relevant = len(unique(original)) != 1
         in_neuron = bool(np.all(current == root))
     else:
-        relevant = len(np.unique(current)) != 1
+        relevant = len(unique(current)) != 1
         in_neuron = bool(np.any(current == root))
     return {
         "operation_id": op.id,

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidRequest
-from .arrays import EMPTY_IDS, ptr_from_counts
-from .layers import LayerNodes, build_layers, mint_in_chunks
+from .arrays import EMPTY_IDS, ptr_from_counts, unique
+from .layers import LayerNodes, Units, build_layers, mint_in_chunks
 from .mincut import min_cut
 from .operation import EditPlan
 from .view import GraphView
@@ -228,7 +228,7 @@ def _lineage_pairs(
 ) -> np.ndarray:
     """Distinct (old root, new root) pairs sharing a supervoxel, shape (k, 2)."""
     old_roots, old_idx = np.unique(old_root_of_sv, return_inverse=True)
-    key = np.unique(old_idx.astype(np.int64) * len(new_roots) + component_of_sv)
+    key = unique(old_idx.astype(np.int64) * len(new_roots) + component_of_sv)
     return np.stack([old_roots[key // len(new_roots)], new_roots[key % len(new_roots)]], axis=1)
 
 
@@ -252,7 +252,7 @@ def plan_rebuild(
     """Apply an edge change (add or remove ``edges``) to the roots it touches and rebuild
     their hierarchy. ``segment``: those roots' supervoxels and edges, if already known."""
     edges = canonical_edges(edges)
-    old_roots = np.unique(view.roots(np.unique(edges), ts))
+    old_roots = unique(view.roots(unique(edges), ts))
     segment = segment if segment is not None else Segment.of(view, old_roots, ts)
     svs, old_root_of_sv = segment.svs, segment.root_of_sv
     a, b = segment.a, segment.b
@@ -267,8 +267,9 @@ def plan_rebuild(
         ea, eb = ea[keep], eb[keep]
     nodes = PlanNodes()
     allocate = _ReuseAllocator(view, ts, minter, nodes)
-    hierarchy = build_layers(view.layout, svs, ea, eb, allocate, allocate.record)
-    pairs = _lineage_pairs(old_root_of_sv, hierarchy.sv_component, hierarchy.roots)
+    units = Units.of_supervoxels(svs)
+    hierarchy = build_layers(view.layout, units, ea, eb, allocate, allocate.record)
+    pairs = _lineage_pairs(old_root_of_sv, hierarchy.component, hierarchy.roots)
     nodes.fill(plan)
     plan.edges = edges
     plan.edge_affinities = np.asarray(affinities, dtype=np.float32)
@@ -292,7 +293,7 @@ def plan_split(
     overlap = np.intersect1d(sources, sinks)
     if len(overlap):
         raise InvalidRequest(f"supervoxels {overlap[:5].tolist()} are both source and sink")
-    roots = np.unique(view.roots(np.concatenate([sources, sinks]), ts))
+    roots = unique(view.roots(np.concatenate([sources, sinks]), ts))
     if len(roots) != 1:
         raise InvalidRequest(
             f"sources and sinks must belong to one segment; they span roots {roots[:5].tolist()}"

@@ -37,6 +37,7 @@ from ..errors import Conflict, InvalidRequest, NotFound
 from ..storage.live import LiveStore
 from ..timestamps import as_utc, from_micros, now, to_micros
 from . import changelog, lineage
+from .arrays import unique
 from .base import BaseGraph
 from .build import build_base
 from .edits import Minter, canonical_edges, plan_merge, plan_rebuild, plan_split
@@ -363,7 +364,7 @@ class SegmentationGraph:
         sink_coords: object | None = None,
     ) -> Operation:
         """Separate ``sources`` from ``sinks`` (supervoxels of one root) by a minimum cut."""
-        src, snk = np.unique(as_ids(sources)), np.unique(as_ids(sinks))
+        src, snk = unique(as_ids(sources)), unique(as_ids(sinks))
 
         def planner(view: GraphView, ts: int, minter: Minter, plan: EditPlan) -> EditPlan:
             self._require_supervoxels(view, np.concatenate([src, snk]), ts)
@@ -385,6 +386,7 @@ class SegmentationGraph:
     ) -> Operation:
         """Split by explicit atomic edges (all active, all within one root)."""
         pairs = canonical_edges(as_ids(edges))
+        pairs = np.unique(pairs, axis=0) if len(pairs) else pairs
         if len(pairs) == 0:
             raise InvalidRequest("no edges to remove")
 
@@ -393,7 +395,7 @@ class SegmentationGraph:
             active, aff = view.edge_states(pairs, ts)
             if not np.all(active):
                 raise InvalidRequest(f"edges {pairs[~active][:5].tolist()} are not active")
-            if len(np.unique(view.roots(pairs.reshape(-1), ts))) != 1:
+            if len(unique(view.roots(pairs.reshape(-1), ts))) != 1:
                 raise InvalidRequest("the edges to remove must all lie within one segment")
             return plan_rebuild(view, ts, minter, plan, pairs, aff, add=False)
 

@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .arrays import components, components_in_batches, first_occurrences, ptr_from_counts
+from .arrays import components, first_occurrences, ptr_from_counts
 from .ids import IdLayout
 
 
@@ -50,44 +50,48 @@ class Allocator(Protocol):
 
 
 @dataclass
+class Units:
+    """What the grouping starts from: one entry per unit (initially per supervoxel)."""
+
+    rep: np.ndarray  # uint64 id of the node standing for the unit
+    keys: np.ndarray  # int64 payload of that node (-1 when unused)
+    sv: np.ndarray  # uint64 one supervoxel of the unit (its chunk locates the unit)
+
+    @classmethod
+    def of_supervoxels(cls, sv_ids: np.ndarray) -> Units:
+        sv = np.asarray(sv_ids, dtype=np.uint64)
+        return cls(sv, np.full(len(sv), -1, dtype=np.int64), sv)
+
+
+@dataclass
 class Hierarchy:
-    """Result of a pass: for each input supervoxel, the root it ended in."""
+    """Result of a pass: the root of each final component, and each unit's component."""
 
     roots: np.ndarray  # uint64 root id per final component
-    sv_component: np.ndarray  # final component index per supervoxel
+    component: np.ndarray  # final component index per initial unit
 
 
 def build_layers(
     layout: IdLayout,
-    sv_ids: np.ndarray,
+    units: Units,
     edge_a: np.ndarray,
     edge_b: np.ndarray,
     allocate: Allocator,
     on_layer: Callable[[LayerNodes], None],
     *,
-    sv_keys: np.ndarray | None = None,
-    batch_nodes: int = 0,
+    start_layer: int = 2,
     on_progress: Callable[[int], None] | None = None,
 ) -> Hierarchy:
-    """Group supervoxels ``sv_ids`` (sorted) joined by edges (positions into ``sv_ids``)
-    layer by layer; report each layer's new nodes to ``on_layer``.
-
-    ``batch_nodes`` > 0 bounds memory at layer 2 by running connected components per batch
-    of consecutive supervoxels (edges must then be sorted by ``edge_a``)."""
-    n = len(sv_ids)
-    rep = np.asarray(sv_ids, dtype=np.uint64)
-    keys = sv_keys if sv_keys is not None else np.full(n, -1, dtype=np.int64)
-    unit_sv = rep
-    sv_component = np.arange(n, dtype=np.int64)
+    """Group ``units`` joined by edges (unit indices) layer by layer from ``start_layer`` to
+    the top; report each layer's nodes to ``on_layer``."""
+    rep, keys, unit_sv = units.rep, units.keys, units.sv
+    component = np.arange(len(rep), dtype=np.int64)
     ea, eb = edge_a, edge_b
     top = layout.n_layers
-    for layer in range(2, top + 1):
+    for layer in range(start_layer, top + 1):
         chunk = layout.chunk_id_at_layer(unit_sv, layer)
         same = chunk[ea] == chunk[eb]
-        if layer == 2 and batch_nodes and n > batch_nodes:
-            labels, k = components_in_batches(len(rep), ea[same], eb[same], batch_nodes)
-        else:
-            labels, k = components(len(rep), ea[same], eb[same])
+        labels, k = components(len(rep), ea[same], eb[same])
         del same
         ea, eb = labels[ea], labels[eb]
         keep = ea != eb
@@ -103,10 +107,10 @@ def build_layers(
         rep[comps] = nodes.ids
         keys[comps] = nodes.keys
         unit_sv = unit_sv[first]
-        sv_component = labels[sv_component]
+        component = labels[component]
         if on_progress is not None:
             on_progress(layer)
-    return Hierarchy(roots=rep, sv_component=sv_component)
+    return Hierarchy(roots=rep, component=component)
 
 
 def _materialize(

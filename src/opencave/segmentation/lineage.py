@@ -11,7 +11,7 @@ import networkx as nx
 import numpy as np
 
 from ..errors import InvalidRequest
-from .arrays import EMPTY_IDS
+from .arrays import EMPTY_IDS, unique
 from .view import GraphView
 
 U64 = np.uint64
@@ -49,10 +49,10 @@ def latest_roots(view: GraphView, root: int, ts: int) -> np.ndarray:
         superseded, _, _ = view.superseded(front, ts)
         out.append(front[~superseded])
         succ = view.successors(front[superseded])
-        nxt = [n for n in np.unique(succ["new"]).tolist() if n not in seen]
+        nxt = [n for n in unique(succ["new"]).tolist() if n not in seen]
         seen.update(nxt)
         front = np.array(nxt, dtype=U64)
-    return np.unique(np.concatenate(out)) if out else EMPTY_IDS.copy()
+    return unique(np.concatenate(out)) if out else EMPTY_IDS.copy()
 
 
 def lineage_graph(view: GraphView, roots: np.ndarray, past: int, future: int) -> nx.DiGraph:
@@ -61,7 +61,7 @@ def lineage_graph(view: GraphView, roots: np.ndarray, past: int, future: int) ->
     ``timestamp`` (creation, POSIX seconds) and ``operation_id`` (the operation that
     superseded the node within the window, else the one that created it; 0 for base)."""
     graph = nx.DiGraph()
-    roots = np.unique(np.asarray(roots, dtype=U64))
+    roots = unique(np.asarray(roots, dtype=U64))
     graph.add_nodes_from(int(r) for r in roots)
     back, fwd = roots, roots
     seen_back, seen_fwd = set(roots.tolist()), set(roots.tolist())
@@ -79,7 +79,7 @@ def lineage_graph(view: GraphView, roots: np.ndarray, past: int, future: int) ->
 
 
 def _unseen(ids: np.ndarray, seen: set[int]) -> np.ndarray:
-    fresh = [i for i in np.unique(ids).tolist() if i not in seen]
+    fresh = [i for i in unique(ids).tolist() if i not in seen]
     seen.update(fresh)
     return np.array(fresh, dtype=U64)
 
@@ -104,7 +104,7 @@ def past_future(
     when it only ever merged into bigger segments (splits make the future ambiguous)."""
     graph = lineage_graph(view, roots, past, future)
     past_map: dict[int, list[int]] = {}
-    for root in np.unique(roots).tolist():
+    for root in unique(roots).tolist():
         ancestors = nx.ancestors(graph, root)
         if not ancestors:
             past_map[root] = [root]
@@ -127,10 +127,10 @@ def _unambiguous_future(view: GraphView, graph: nx.DiGraph, past_id: int) -> int
         if not succ:
             return current
         only = np.array([current], dtype=U64)
-        if len(succ) != 1 or len(np.unique(view.successors(only)["new"])) != 1:
+        if len(succ) != 1 or len(unique(view.successors(only)["new"])) != 1:
             return None
         nxt = np.array(succ, dtype=U64)
-        if len(np.unique(view.predecessors(nxt)["old"])) < 2:
+        if len(unique(view.predecessors(nxt)["old"])) < 2:
             return None
         current = succ[0]
 
@@ -140,4 +140,4 @@ def delta_roots(view: GraphView, past: int, future: int) -> tuple[np.ndarray, np
     if future < past:
         raise InvalidRequest("timestamp_future must not be earlier than timestamp_past")
     rows = view.overlay.lineage_ts.between(past, future)
-    return np.unique(rows["old"]), np.unique(rows["new"])
+    return unique(rows["old"]), unique(rows["new"])

@@ -13,6 +13,8 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
+from .arrays import unique
+
 #: Total capacity budget of the finite edges (leaves headroom below 2**31).
 _BUDGET = 2**29
 _MAX_SCALE = 1_000_000
@@ -38,8 +40,8 @@ def min_cut(
     ia, ib = np.searchsorted(svs, a), np.searchsorted(svs, b)
     cap, infinite = _capacities(np.asarray(affinity, dtype=np.float64))
     src, snk = n, n + 1
-    s_idx = np.searchsorted(svs, np.unique(np.asarray(sources, dtype=np.uint64)))
-    t_idx = np.searchsorted(svs, np.unique(np.asarray(sinks, dtype=np.uint64)))
+    s_idx = np.searchsorted(svs, unique(np.asarray(sources, dtype=np.uint64)))
+    t_idx = np.searchsorted(svs, unique(np.asarray(sinks, dtype=np.uint64)))
     rows = np.concatenate([ia, ib, np.full(len(s_idx), src), t_idx])
     cols = np.concatenate([ib, ia, s_idx, np.full(len(t_idx), snk)])
     data = np.concatenate([cap, cap, np.full(len(s_idx), infinite), np.full(len(t_idx), infinite)])

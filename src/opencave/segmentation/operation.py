@@ -9,6 +9,7 @@ from datetime import datetime
 import numpy as np
 
 from ..timestamps import from_micros
+from .arrays import unique
 
 MERGE, SPLIT, UNDO, REDO = "merge", "split", "undo", "redo"
 KINDS = (MERGE, SPLIT, UNDO, REDO)
@@ -25,9 +26,10 @@ def _no_ids() -> np.ndarray:
     return np.zeros(0, dtype=np.uint64)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Operation:
-    """One logged edit (merge, split, undo or redo), as PyChunkedGraph's operation log."""
+    """One logged edit (merge, split, undo or redo), as PyChunkedGraph's operation log.
+    Compare operations by ``id`` or ``to_json()`` (fields hold arrays)."""
 
     id: int
     timestamp: datetime
@@ -86,7 +88,7 @@ class Operation:
         }
 
 
-@dataclass
+@dataclass(eq=False)
 class EditPlan:
     """Everything one edit writes. Built from the current state without side effects, then
     committed in one transaction and only afterwards applied to the in-memory index."""
@@ -116,11 +118,11 @@ class EditPlan:
 
     @property
     def old_roots(self) -> np.ndarray:
-        return np.unique(self.lineage_old)
+        return unique(self.lineage_old)
 
     @property
     def new_roots(self) -> np.ndarray:
-        return np.unique(self.lineage_new)
+        return unique(self.lineage_new)
 
     def operation(self) -> Operation:
         added = self.edges if self.edges_active else _edges()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import NodeNotFound
-from .arrays import lookup_sorted
+from .arrays import lookup_sorted, unique
 from .base import BaseGraph
 from .ids import IdLayout
 from .overlay import OverlayState
@@ -59,7 +59,7 @@ class GraphView:
         """Raise :class:`NodeNotFound` naming a few ids that do not exist at ``ts``."""
         ok = self.exists_at(ids, ts, pos) | (ids == 0)
         if not np.all(ok):
-            bad = np.unique(ids[~ok])
+            bad = unique(ids[~ok])
             shown = ", ".join(str(int(i)) for i in bad[:5])
             more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
             raise NodeNotFound(
@@ -95,7 +95,8 @@ class GraphView:
             self.require(uniq, ts, pos=pos)
         result = uniq.copy()
         climbing = np.flatnonzero((uniq != 0) & (self.layout.layer(uniq) < stop))
-        frontier, frontier_pos = uniq[climbing], pos[climbing]
+        frontier = uniq[climbing]
+        frontier_pos: np.ndarray | None = pos[climbing]  # known for the first step only
         owner = np.arange(len(frontier))
         while len(frontier):
             parents = self.parents_at(frontier, ts, frontier_pos)
@@ -211,7 +212,7 @@ class GraphView:
         edges = np.asarray(edges, dtype=U64).reshape(-1, 2)
         if len(edges) == 0:
             return np.zeros(0, bool), np.zeros(0, np.float32)
-        a, b, aff = self.active_edges(np.unique(edges), ts)
+        a, b, aff = self.active_edges(unique(edges), ts)
         if len(a) == 0:
             return np.zeros(len(edges), bool), np.zeros(len(edges), np.float32)
         have, want = pair_keys(np.stack([a, b], axis=1), edges)
@@ -227,15 +228,15 @@ class GraphView:
         return found, rows["ts"], rows["op"]
 
     def successors(self, ids: np.ndarray) -> dict[str, np.ndarray]:
-        return self.overlay.lineage_old.matching(np.unique(np.asarray(ids, dtype=U64)))
+        return self.overlay.lineage_old.matching(unique(np.asarray(ids, dtype=U64)))
 
     def predecessors(self, ids: np.ndarray) -> dict[str, np.ndarray]:
-        return self.overlay.lineage_new.matching(np.unique(np.asarray(ids, dtype=U64)))
+        return self.overlay.lineage_new.matching(unique(np.asarray(ids, dtype=U64)))
 
 
 def pair_keys(*pair_arrays: np.ndarray) -> list[np.ndarray]:
     """Comparable int64 keys for (n, 2) id pairs, consistent across the given arrays."""
-    universe = np.unique(np.concatenate([p.reshape(-1) for p in pair_arrays]))
+    universe = unique(np.concatenate([p.reshape(-1) for p in pair_arrays]))
     n = max(len(universe), 1)
     out = []
     for pairs in pair_arrays:

@@ -242,12 +242,7 @@ def _proofreading(graph: SegmentationGraph, cells: Cells, soma_sv: np.ndarray,
 
 
 def _roots(graph: SegmentationGraph, svs: np.ndarray, when: datetime) -> np.ndarray:
-    svs = np.asarray(svs, dtype=np.uint64)
-    out = np.zeros(len(svs), dtype=np.uint64)
-    inside = svs != 0
-    if inside.any():
-        out[inside] = graph.get_roots(svs[inside], timestamp=when)
-    return out
+    return graph.get_roots(np.asarray(svs, dtype=np.uint64), timestamp=when)
 
 
 def _materialize(cave: OpenCave, bar: Steps) -> list[int]:
