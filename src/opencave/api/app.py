@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from .. import __version__
 from ..instance import OpenCave
 from ..materialize.service import MaterializationService
-from . import info, materialize, schema
+from . import info, materialize, schema, segmentation
 from .errors import install_error_handlers
 
 
@@ -24,6 +24,7 @@ def create_app(cave: OpenCave) -> FastAPI:
     app.include_router(info.router)
     app.include_router(schema.router)
     app.include_router(materialize.router)
+    app.include_router(segmentation.router)
 
     @app.get("/health")
     def health() -> dict[str, str]:
