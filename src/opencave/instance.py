@@ -6,11 +6,19 @@ import threading
 from pathlib import Path
 
 from .annotation import AnnotationTables
+from .annotation.rows import LiveRows
+from .annotation.service import AnnotationService
+from .annotation.service import Segmentation as WriteSegmentation
+from .auth import Access, AuthService
 from .info import InfoService
+from .materialize.changes import ChangeFinder
 from .materialize.engine import QueryEngine
-from .materialize.materializer import Materializer, SegmentationView
+from .materialize.materializer import Materializer
+from .materialize.service import MaterializationService
 from .materialize.versions import Versions
+from .materialize.view import SegmentationView
 from .segmentation import SegmentationGraph
+from .segmentation.locate import SupervoxelLocator
 from .settings import Settings
 from .storage import LiveStore
 from .storage.files import DataDir
@@ -31,8 +39,12 @@ class OpenCave:
         self.info = InfoService(self.live)
         self.tables = AnnotationTables(self.live)
         self.versions = Versions(self.live)
+        self.rows = LiveRows(self.live)
+        self.auth = AuthService(self.live)
+        self.access = Access(self.auth, self.info)
         self.engine = QueryEngine(threads=settings.query_threads,
                                   memory_limit=settings.query_memory_limit)
+        self.changes = ChangeFinder(self.data, self.tables, self.rows, self.engine)
         self._graphs: dict[str, SegmentationGraph] = {}
         self._graph_lock = threading.Lock()
 
@@ -45,11 +57,32 @@ class OpenCave:
                 self._graphs[table_id] = graph
             return graph
 
-    def materializer(self) -> Materializer:
-        return Materializer(
-            self.data, self.info, self.tables, self.versions,
-            lambda table_id: SegmentationView.of(self.segmentation(table_id)), self.engine,
+    def segmentation_view(self, table_id: str) -> SegmentationView:
+        return SegmentationView.of(self.segmentation(table_id))
+
+    def materialization(self) -> MaterializationService:
+        return MaterializationService(self.data, self.access, self.tables, self.versions,
+                                      self.engine, self.changes, self.segmentation_view,
+                                      row_cap=self.settings.row_cap)
+
+    def annotations(self) -> AnnotationService:
+        return AnnotationService(self.data, self.info, self.tables, self.rows, self.access,
+                                 self._write_segmentation, self.engine.run)
+
+    def _write_segmentation(self, table_id: str) -> WriteSegmentation | None:
+        directory = self.data.segmentation / table_id
+        if not directory.exists():
+            return None
+        graph = self.segmentation(table_id)
+        locator = SupervoxelLocator.open(directory, graph.layout, graph.geometry)
+        return WriteSegmentation(
+            locate=None if locator is None else locator.locate,
+            get_roots=lambda ids, ts: graph.get_roots(ids, timestamp=ts),
         )
+
+    def materializer(self) -> Materializer:
+        return Materializer(self.data, self.info, self.tables, self.versions,
+                            self.segmentation_view, self.engine, self.changes)
 
     def close(self) -> None:
         self.engine.close()

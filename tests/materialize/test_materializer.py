@@ -11,7 +11,6 @@ import pytest
 from opencave.errors import VersionNotFound
 from opencave.instance import OpenCave
 from opencave.materialize.materializer import Materializer
-from opencave.materialize.service import MaterializationService
 from opencave.synth import world
 
 DS = "minnie65_public"
@@ -27,8 +26,7 @@ def copy(synth_dir, tmp_path):
 
 
 def query(cave, version, table="synapses_pni_2"):
-    service = MaterializationService(cave.data, cave.info, cave.tables, cave.versions,
-                                     cave.engine)
+    service = cave.materialization()
     return service.query_table(DS, version, table, {}).stream.read_all().to_pandas()
 
 

@@ -10,7 +10,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from opencave.instance import OpenCave
-from opencave.materialize.service import MaterializationService
 from opencave.synth import build, world
 from opencave.synth.cells import proofread_counts
 from tests.conftest import TEST_SYNAPSES
@@ -18,8 +17,8 @@ from tests.conftest import TEST_SYNAPSES
 DS = "minnie65_public"
 
 
-def service(cave: OpenCave) -> MaterializationService:
-    return MaterializationService(cave.data, cave.info, cave.tables, cave.versions, cave.engine)
+def service(cave: OpenCave):
+    return cave.materialization()
 
 
 def rows(cave: OpenCave, version: int, table: str, body: dict | None = None):

@@ -47,6 +47,8 @@ annotation_tables = sa.Table(
     sa.Column("last_updated", UTCDateTime),
     sa.Column("deleted", UTCDateTime),
     sa.Column("valid", sa.Boolean, nullable=False, default=True),
+    # The next row id to hand out: above every id in the table's segments and live rows.
+    sa.Column("next_id", sa.BigInteger, nullable=False, default=1),
     sa.UniqueConstraint("aligned_volume", "table_name"),
 )
 
@@ -84,6 +86,7 @@ class AnnotationTable:
     last_updated: datetime | None = None
     deleted: datetime | None = None
     valid: bool = True
+    next_id: int = 1
 
     @property
     def schema(self) -> SchemaType:
@@ -201,17 +204,24 @@ class AnnotationTables:
     def names(self, aligned_volume: str) -> list[str]:
         return [t.table_name for t in self.list(aligned_volume)]
 
-    def touch(self, table: AnnotationTable, when: datetime | None = None) -> None:
-        with self.live.begin() as conn:
-            conn.execute(
-                annotation_tables.update()
-                .where(annotation_tables.c.id == table.id)
-                .values(last_modified=when or now())
-            )
+    def touch_in(self, conn: sa.Connection, table: AnnotationTable, when: datetime) -> None:
+        """Record a change to the table's rows (inside the writer's transaction)."""
+        conn.execute(annotation_tables.update().where(annotation_tables.c.id == table.id)
+                     .values(last_modified=when))
 
-    def add_segment(self, table: AnnotationTable, segment: Segment,
+    def allocate_ids(self, conn: sa.Connection, table: AnnotationTable, count: int) -> int:
+        """Reserve ``count`` consecutive row ids; returns the first. The UPDATE comes first
+        so that it takes the write lock before anyone reads the counter."""
+        conn.execute(annotation_tables.update().where(annotation_tables.c.id == table.id)
+                     .values(next_id=annotation_tables.c.next_id + count))
+        after = conn.execute(sa.select(annotation_tables.c.next_id).where(
+            annotation_tables.c.id == table.id)).scalar_one()
+        return int(after) - count
+
+    def add_segment(self, table: AnnotationTable, segment: Segment, max_id: int,
                     when: datetime | None = None) -> None:
-        """Register a bulk-loaded segment as part of the table's rows."""
+        """Register a bulk-loaded segment (whose largest row id is ``max_id``) as part of the
+        table's rows."""
         with self.live.begin() as conn:
             conn.execute(
                 table_segments.insert().values(
@@ -222,7 +232,9 @@ class AnnotationTables:
             conn.execute(
                 annotation_tables.update()
                 .where(annotation_tables.c.id == table.id)
-                .values(last_modified=when or now())
+                .values(last_modified=when or now(),
+                        next_id=sa.case((annotation_tables.c.next_id <= max_id, max_id + 1),
+                                        else_=annotation_tables.c.next_id))
             )
 
     def segments(self, table: AnnotationTable) -> list[Segment]:

@@ -6,8 +6,7 @@ from fastapi import FastAPI
 
 from .. import __version__
 from ..instance import OpenCave
-from ..materialize.service import MaterializationService
-from . import info, materialize, schema, segmentation
+from . import annotation, info, materialize, schema, segmentation
 from .errors import install_error_handlers
 
 
@@ -16,15 +15,14 @@ def create_app(cave: OpenCave) -> FastAPI:
     authentication failure, so every route answers exactly where it is asked."""
     app = FastAPI(title="opencave", version=__version__, redirect_slashes=False)
     app.state.cave = cave
-    app.state.materialize = MaterializationService(
-        cave.data, cave.info, cave.tables, cave.versions, cave.engine,
-        row_cap=cave.settings.row_cap,
-    )
+    app.state.materialize = cave.materialization()
+    app.state.annotations = cave.annotations()
     install_error_handlers(app)
     app.include_router(info.router)
     app.include_router(schema.router)
     app.include_router(materialize.router)
     app.include_router(segmentation.router)
+    app.include_router(annotation.router)
 
     @app.get("/health")
     def health() -> dict[str, str]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import Request
 
+from ..auth import User
 from ..errors import InvalidRequest
 from ..instance import OpenCave
 
@@ -41,3 +42,18 @@ async def json_object(request: Request) -> dict[str, Any]:
 def server_url(request: Request) -> str:
     """How the client reached us, without a trailing slash (caveclient concatenates)."""
     return str(request.base_url).rstrip("/")
+
+
+def token_of(request: Request) -> str | None:
+    """The bearer token as caveclient sends it: ``Authorization: Bearer …``, or the
+    ``middle_auth_token`` cookie or query parameter."""
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return request.cookies.get("middle_auth_token") or request.query_params.get(
+        "middle_auth_token")
+
+
+def current_user(request: Request) -> User:
+    """Who is asking: anonymous without a token, a 401 for a token that is not valid."""
+    return cave(request).auth.authenticate(token_of(request))

@@ -7,8 +7,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
+from ..auth import User
 from ..instance import OpenCave
-from .deps import cave, server_url
+from .deps import cave, current_user, server_url
 
 INFO_VERSION = "4.3.1"
 
@@ -26,9 +27,9 @@ def datastacks(oc: OpenCave = Depends(cave)) -> list[str]:
 
 
 @router.get("/api/v2/datastack/full/{datastack}")
-def datastack_info(datastack: str, request: Request,
-                   oc: OpenCave = Depends(cave)) -> dict[str, Any]:
-    return oc.info.datastack(datastack).info(server_url(request))
+def datastack_info(datastack: str, request: Request, oc: OpenCave = Depends(cave),
+                   user: User = Depends(current_user)) -> dict[str, Any]:
+    return oc.access.datastack(user, datastack).info(server_url(request))
 
 
 @router.get("/api/v2/datastack/{datastack}/image_sources")

@@ -12,10 +12,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from starlette.responses import Response
 
+from ..auth import User
 from ..materialize.engine import ResultStream
 from ..materialize.service import MaterializationService, QueryResult
 from .arrow import arrow_response
-from .deps import json_object
+from .deps import current_user, json_object
 
 MATERIALIZE_VERSION = "5.26.4"
 
@@ -46,57 +47,66 @@ def _route(method: str, path: str, *, apis: tuple[str, ...] = ("v2", "v3")):  # 
 
 @_route("GET", "/datastack/{datastack}/versions")
 def versions(datastack: str, expired: bool = False,
-             svc: MaterializationService = Depends(service)) -> list[int]:
-    return svc.version_numbers(datastack, expired=expired)
+             svc: MaterializationService = Depends(service),
+             user: User = Depends(current_user)) -> list[int]:
+    return svc.version_numbers(datastack, expired=expired, user=user)
 
 
 @_route("GET", "/datastack/{datastack}/version/{version}")
 def version_metadata(datastack: str, version: int,
-                     svc: MaterializationService = Depends(service)) -> dict[str, Any]:
-    return svc.version(datastack, version).to_json()
+                     svc: MaterializationService = Depends(service),
+             user: User = Depends(current_user)) -> dict[str, Any]:
+    return svc.version(datastack, version, user=user).to_json()
 
 
 @_route("GET", "/datastack/{datastack}/metadata")
 def versions_metadata(datastack: str, expired: bool = False,
-                      svc: MaterializationService = Depends(service)) -> list[dict[str, Any]]:
-    return svc.versions_metadata(datastack, expired=expired)
+                      svc: MaterializationService = Depends(service),
+             user: User = Depends(current_user)) -> list[dict[str, Any]]:
+    return svc.versions_metadata(datastack, expired=expired, user=user)
 
 
 @_route("GET", "/datastack/{datastack}/version/{version}/tables")
 def tables(datastack: str, version: int,
-           svc: MaterializationService = Depends(service)) -> list[str]:
-    return svc.table_names(datastack, version)
+           svc: MaterializationService = Depends(service),
+             user: User = Depends(current_user)) -> list[str]:
+    return svc.table_names(datastack, version, user=user)
 
 
 @_route("GET", "/datastack/{datastack}/version/{version}/tables/metadata")
 def tables_metadata(datastack: str, version: int,
-                    svc: MaterializationService = Depends(service)) -> list[dict[str, Any]]:
-    return svc.tables_metadata(datastack, version)
+                    svc: MaterializationService = Depends(service),
+             user: User = Depends(current_user)) -> list[dict[str, Any]]:
+    return svc.tables_metadata(datastack, version, user=user)
 
 
 @_route("GET", "/datastack/{datastack}/version/{version}/table/{table}/metadata")
 def table_metadata(datastack: str, version: int, table: str,
-                   svc: MaterializationService = Depends(service)) -> dict[str, Any]:
-    return svc.table_metadata(datastack, version, table)
+                   svc: MaterializationService = Depends(service),
+             user: User = Depends(current_user)) -> dict[str, Any]:
+    return svc.table_metadata(datastack, version, table, user=user)
 
 
 @_route("GET", "/datastack/{datastack}/version/{version}/table/{table}/count")
 def table_count(datastack: str, version: int, table: str,
-                svc: MaterializationService = Depends(service)) -> int:
-    return svc.row_count(datastack, version, table)
+                svc: MaterializationService = Depends(service),
+             user: User = Depends(current_user)) -> int:
+    return svc.row_count(datastack, version, table, user=user)
 
 
 @_route("GET", "/datastack/{datastack}/table/{table}/unique_string_values", apis=("v3",))
 def unique_string_values(datastack: str, table: str,
-                         svc: MaterializationService = Depends(service)) -> dict[str, list[str]]:
-    return svc.unique_string_values(datastack, table)
+                         svc: MaterializationService = Depends(service),
+             user: User = Depends(current_user)) -> dict[str, list[str]]:
+    return svc.unique_string_values(datastack, table, user=user)
 
 
 @_route("GET", "/datastack/{datastack}/version/{version}/views", apis=("v3",))
 @_route("GET", "/datastack/{datastack}/version/{version}/views/schemas", apis=("v3",))
 def views(datastack: str, version: int,
-          svc: MaterializationService = Depends(service)) -> dict[str, Any]:
-    svc.version(datastack, version)
+          svc: MaterializationService = Depends(service),
+             user: User = Depends(current_user)) -> dict[str, Any]:
+    svc.version(datastack, version, user=user)
     return {}
 
 
@@ -104,10 +114,11 @@ def views(datastack: str, version: int,
 async def simple_query(datastack: str, version: int, table: str, request: Request,
                        random_sample: int | None = None, count: bool = False,
                        return_pyarrow: bool = True,
-                       svc: MaterializationService = Depends(service)) -> Response:
+                       svc: MaterializationService = Depends(service),
+             user: User = Depends(current_user)) -> Response:
     body = await json_object(request)
     result = await run_in_threadpool(svc.query_table, datastack, version, table, body,
-                                     random_sample=random_sample, count=count)
+                                     random_sample=random_sample, count=count, user=user)
     return _respond(result, return_pyarrow)
 
 
@@ -115,10 +126,24 @@ async def simple_query(datastack: str, version: int, table: str, request: Reques
 async def join_query(datastack: str, version: int, request: Request,
                      random_sample: int | None = None, count: bool = False,
                      return_pyarrow: bool = True,
-                     svc: MaterializationService = Depends(service)) -> Response:
+                     svc: MaterializationService = Depends(service),
+             user: User = Depends(current_user)) -> Response:
     body = await json_object(request)
     result = await run_in_threadpool(svc.join_query, datastack, version, body,
-                                     random_sample=random_sample, count=count)
+                                     random_sample=random_sample, count=count, user=user)
+    return _respond(result, return_pyarrow)
+
+
+@_route("POST", "/datastack/{datastack}/query", apis=("v3",))
+async def live_query(datastack: str, request: Request, random_sample: int | None = None,
+                     return_pyarrow: bool = True, allow_invalid_root_ids: bool = False,
+                     svc: MaterializationService = Depends(service),
+                     user: User = Depends(current_user)) -> Response:
+    """``live_live_query``: a table (optionally joined) as of any timestamp."""
+    body = await json_object(request)
+    result = await run_in_threadpool(svc.live_query, datastack, body,
+                                     random_sample=random_sample,
+                                     allow_invalid_root_ids=allow_invalid_root_ids, user=user)
     return _respond(result, return_pyarrow)
 
 

@@ -66,6 +66,8 @@ class QueryEngine:
                batch_rows: int = DEFAULT_BATCH_ROWS) -> ResultStream:
         cursor = self._cursor()
         try:
+            for name, table in query.tables.items():
+                cursor.register(name, table)
             reader = cursor.sql(query.sql, params=query.params).to_arrow_reader(batch_rows)
         except duckdb.Error as exc:
             cursor.close()
@@ -90,6 +92,8 @@ class QueryEngine:
     def count(self, query: CompiledQuery) -> int:
         cursor = self._cursor()
         try:
+            for name, table in query.tables.items():
+                cursor.register(name, table)
             row = cursor.execute(query.count_sql, query.count_params).fetchone()
         except duckdb.Error as exc:
             raise _translate(exc) from exc

@@ -3,9 +3,9 @@ segmentation at that timestamp — at a cost proportional to what changed.
 
 Invariant that makes it incremental: in every version, each unmasked row of each segment has
 root ids valid at the version's timestamp. A new version at T therefore starts from the
-previous version's snapshot, asks the segmentation which roots expired since then
-(``delta_roots``), rewrites only the rows pointing at them (new root ids, into one new delta
-segment sorted like the others) and masks their old copies. Rows are never copied
+previous version's snapshot and applies the changes since then (:mod:`.changes`): rows whose
+roots expired, rows deleted or written through the API. Changed rows go into one new delta
+segment (sorted like the others); their old copies are masked. Rows are never copied
 otherwise, so every version can be kept.
 
 Publication is atomic: files first (each renamed into place when complete), then one
@@ -21,37 +21,19 @@ from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..annotation import AnnotationTable, AnnotationTables
 from ..info import InfoService
-from ..schemas import Role
 from ..storage.files import DataDir, unique_name
-from ..storage.segments import Segment, arrow_schema, read_id_set, write_id_set, write_table_segment
-from ..timestamps import as_utc, from_micros, to_micros
+from ..storage.segments import Segment, read_id_set, write_id_set, write_table_segment
+from ..timestamps import as_utc, to_micros
+from .changes import Base, ChangeFinder, Changes
 from .engine import QueryEngine
 from .query import Query, compile_query
 from .relations import Relation
 from .snapshots import SnapshotPart, TableSnapshot
 from .versions import Version, Versions
-
-RootLookup = Callable[[np.ndarray, datetime], np.ndarray]
-
-
-class SegmentationView:
-    """What materialization needs from the segmentation graph."""
-
-    def __init__(self, get_roots: RootLookup,
-                 delta_roots: Callable[[datetime, datetime], tuple[np.ndarray, np.ndarray]]):
-        self.get_roots = get_roots
-        self.delta_roots = delta_roots
-
-    @classmethod
-    def of(cls, graph: object) -> SegmentationView:
-        return cls(
-            lambda ids, ts: graph.get_roots(ids, timestamp=ts),  # type: ignore[attr-defined]
-            lambda t0, t1: graph.delta_roots(t0, t1),  # type: ignore[attr-defined]
-        )
+from .view import SegmentationView
 
 
 @dataclass
@@ -64,22 +46,21 @@ class MaterializationReport:
 class Materializer:
     def __init__(self, data_dir: DataDir, info: InfoService, tables: AnnotationTables,
                  versions: Versions, segmentation: Callable[[str], SegmentationView],
-                 engine: QueryEngine) -> None:
+                 engine: QueryEngine, changes: ChangeFinder) -> None:
         self.data_dir = data_dir
         self.info = info
         self.tables = tables
         self.versions = versions
         self.segmentation = segmentation
         self.engine = engine
+        self.finder = changes
 
     def materialize(self, datastack: str, timestamp: datetime, *, version: int | None = None,
                     expires_on: datetime | None = None) -> MaterializationReport:
         timestamp = as_utc(timestamp)
         ds = self.info.datastack(datastack)
         number = version if version is not None else self.versions.next_number(datastack)
-        previous = self.versions.at_or_before(datastack, timestamp)
-        if previous is not None and previous.time_stamp == timestamp:
-            previous = self._earlier(datastack, previous)
+        previous = self._previous(datastack, timestamp)
         running = self.versions.begin(
             datastack, number, timestamp,
             parent_version=previous.version if previous else None, expires_on=expires_on,
@@ -93,9 +74,8 @@ class Materializer:
                 if table.created > timestamp:
                     continue
                 snap, rewritten, written = self._snapshot(
-                    table, timestamp, prior.get(table.table_name),
-                    previous.time_stamp if previous else None, seg, running,
-                )
+                    table, timestamp, self.finder.base(table, prior.get(table.table_name)),
+                    seg, running)
                 snapshots.append(snap)
                 report.rows_rewritten[table.table_name] = rewritten
                 report.bytes_written += written
@@ -105,78 +85,34 @@ class Materializer:
             raise
         return report
 
-    def _earlier(self, datastack: str, version: Version) -> Version | None:
-        earlier = [v for v in self.versions.available(datastack)
-                   if v.time_stamp < version.time_stamp]
+    def _previous(self, datastack: str, timestamp: datetime) -> Version | None:
+        """The newest available version strictly before ``timestamp``."""
+        earlier = [v for v in self.versions.available(datastack) if v.time_stamp < timestamp]
         return earlier[-1] if earlier else None
 
-    def _snapshot(self, table: AnnotationTable, timestamp: datetime,
-                  prior: TableSnapshot | None, prior_time: datetime | None,
+    def _snapshot(self, table: AnnotationTable, timestamp: datetime, base: Base,
                   seg: SegmentationView, version: Version) -> tuple[TableSnapshot, int, int]:
-        parts, valid_at = self._starting_parts(table, prior, prior_time)
-        changed_rows: list[pa.Table] = []
-        masks: dict[int, np.ndarray] = {}
-        roots = [c.name for c in table.schema.columns() if c.role is Role.ROOT]
-        if roots:
-            for index, part in enumerate(parts):
-                stale = self._stale_rows(table, part, valid_at[index], timestamp, seg, roots)
-                if stale is not None and stale.num_rows:
-                    changed_rows.append(_refresh_roots(table, stale, timestamp, seg))
-                    masks[index] = stale.column("id").to_numpy()
+        changes = self.finder.changes(table, base, timestamp, seg)
+        parts, written = self._persist(table, base, changes, timestamp, version)
+        snapshot = TableSnapshot(table.table_name, to_micros(timestamp), tuple(parts), 0)
+        rewritten = 0 if changes.rows is None else changes.rows.num_rows
+        return (TableSnapshot(snapshot.table, snapshot.timestamp, snapshot.parts,
+                              self._count(table, snapshot)), rewritten, written)
+
+    def _persist(self, table: AnnotationTable, base: Base, changes: Changes,
+                 timestamp: datetime, version: Version) -> tuple[list[SnapshotPart], int]:
         written = 0
-        new_parts = []
-        for index, part in enumerate(parts):
-            if index in masks:
-                part, size = self._extend_mask(part, masks[index], table, version)
+        parts = []
+        for index, part in enumerate(base.parts):
+            if index in changes.masks:
+                part, size = self._extend_mask(part, changes.masks[index], table, version)
                 written += size
-            new_parts.append(part)
-        rewritten = sum(t.num_rows for t in changed_rows)
-        if changed_rows:
-            segment, size = self._write_delta(table, pa.concat_tables(changed_rows), timestamp)
-            new_parts.append(SnapshotPart(segment))
+            parts.append(part)
+        if changes.rows is not None and changes.rows.num_rows:
+            segment, size = self._write_delta(table, changes.rows, timestamp)
+            parts.append(SnapshotPart(segment))
             written += size
-        snapshot = TableSnapshot(table.table_name, to_micros(timestamp), tuple(new_parts), 0)
-        count = self._count(table, snapshot)
-        return TableSnapshot(snapshot.table, snapshot.timestamp, snapshot.parts, count), \
-            rewritten, written
-
-    def _starting_parts(self, table: AnnotationTable, prior: TableSnapshot | None,
-                        prior_time: datetime | None) -> tuple[list[SnapshotPart], list[int]]:
-        """The previous version's parts (roots valid at its timestamp) plus bulk segments it
-        does not know yet (roots valid when they were loaded)."""
-        parts = list(prior.parts) if prior else []
-        valid_at = [to_micros(prior_time) for _ in parts] if prior_time else []
-        known = {p.segment.path for p in parts}
-        for segment in self.tables.segments(table):
-            if segment.path not in known:
-                parts.append(SnapshotPart(segment))
-                valid_at.append(segment.roots_at if segment.roots_at is not None else -1)
-        return parts, valid_at
-
-    def _stale_rows(self, table: AnnotationTable, part: SnapshotPart, valid_at: int,
-                    timestamp: datetime, seg: SegmentationView,
-                    roots: list[str]) -> pa.Table | None:
-        """Unmasked rows of ``part`` whose root ids expired between ``valid_at`` and now."""
-        target = to_micros(timestamp)
-        if valid_at == target:
-            return None
-        params: list[object] = [str(self.data_dir.absolute(part.segment.path))]
-        source = "read_parquet(?) AS s"
-        if part.masked:
-            source += " ANTI JOIN read_parquet(?) AS m ON s.id = m.id"
-            params.append(str(self.data_dir.absolute(part.masked)))
-        columns = ", ".join(f's."{c.name}"' for c in table.schema.columns())
-        tables: dict[str, pa.Table] = {}
-        if 0 <= valid_at < target:
-            old, _new = seg.delta_roots(from_micros(valid_at), timestamp)
-            if len(old) == 0:
-                return None
-            tables["expired"] = pa.table({"r": np.asarray(old, dtype=np.int64)})
-            condition = " OR ".join(f's."{r}" IN (SELECT r FROM expired)' for r in roots)
-        else:  # roots from an unknown or later time: look every row up again
-            condition = "TRUE"
-        return self.engine.run(f"SELECT {columns} FROM {source} WHERE {condition}", params,
-                               tables=tables)
+        return parts, written
 
     def _extend_mask(self, part: SnapshotPart, ids: np.ndarray, table: AnnotationTable,
                      version: Version) -> tuple[SnapshotPart, int]:
@@ -191,7 +127,6 @@ class Materializer:
                      timestamp: datetime) -> tuple[Segment, int]:
         path = self.data_dir.table_dir(table.aligned_volume, table.table_name) / unique_name(
             "delta", ".parquet")
-        rows = rows.cast(arrow_schema(table.schema))
         count = write_table_segment(path, rows, table.cluster_key)
         segment = Segment(self.data_dir.relative(path), count, table.cluster_key,
                           to_micros(timestamp))
@@ -201,23 +136,3 @@ class Materializer:
         relation = Relation(table.table_name, table.schema.columns(), table.voxel_resolution,
                             snapshot)
         return self.engine.count(compile_query(Query((relation,)), self.data_dir))
-
-
-def _refresh_roots(table: AnnotationTable, rows: pa.Table, timestamp: datetime,
-                   seg: SegmentationView) -> pa.Table:
-    """Look every bound point's supervoxel up again at ``timestamp``."""
-    for point in table.schema.bound_points:
-        sv_name, root_name = f"{point}_supervoxel_id", f"{point}_root_id"
-        svs = pc.fill_null(rows.column(sv_name), 0).to_numpy().astype(np.uint64)
-        new_roots = lookup_roots(seg, svs, timestamp)
-        index = rows.schema.get_field_index(root_name)
-        rows = rows.set_column(index, root_name, pa.array(new_roots.astype(np.int64)))
-    return rows
-
-
-def lookup_roots(seg: SegmentationView, supervoxels: np.ndarray,
-                 timestamp: datetime) -> np.ndarray:
-    """Root ids at ``timestamp`` (supervoxel 0, a point outside the segmentation, has root
-    0), each distinct supervoxel looked up once: many rows share one."""
-    unique, inverse = np.unique(np.asarray(supervoxels, dtype=np.uint64), return_inverse=True)
-    return np.asarray(seg.get_roots(unique, timestamp), dtype=np.uint64)[inverse]

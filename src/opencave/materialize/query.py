@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import pyarrow as pa
+
 from ..errors import InvalidRequest, describe_choices
 from ..schemas import Column, ColumnType, Role
 from ..storage.files import DataDir
@@ -68,6 +70,8 @@ class CompiledQuery:
     columns: tuple[OutputColumn, ...]
     count_sql: str
     count_params: list[Any]
+    #: In-memory Arrow tables the statement reads (live changes), registered by name.
+    tables: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_query(
@@ -204,9 +208,10 @@ def _parse_suffixes(body: Mapping[str, Any], relations: Sequence[Relation]) -> d
 def compile_query(query: Query, data_dir: DataDir) -> CompiledQuery:
     params: list[Any] = []
     ctes = []
+    tables: dict[str, Any] = {}
     aliases = {r.name: f"t{i}" for i, r in enumerate(query.relations)}
     for relation in query.relations:
-        cte_sql = _relation_cte(relation, data_dir, params)
+        cte_sql = _relation_cte(relation, data_dir, params, tables, aliases[relation.name])
         filters = [f for f in query.filters if f.relation == relation.name]
         where = []
         for f in filters:
@@ -236,26 +241,38 @@ def compile_query(query: Query, data_dir: DataDir) -> CompiledQuery:
         columns=tuple(outputs),
         count_sql=f"SELECT count(*) FROM ({body}{count_page_sql})",
         count_params=params + count_page_params,
+        tables=tables,
     )
 
 
-def _relation_cte(relation: Relation, data_dir: DataDir, params: list[Any]) -> str:
+def _relation_cte(relation: Relation, data_dir: DataDir, params: list[Any],
+                  tables: dict[str, Any], alias: str) -> str:
+    """The relation's visible rows: each part (segment minus masks, persisted and live)
+    plus live rows, alive at the snapshot's timestamp."""
     snapshot = relation.snapshot
     if snapshot is None:
         raise InvalidRequest(f"table {relation.name!r} has no data in this version")
     columns = ", ".join(_stored_expression(c) for c in relation.columns)
     timestamp = from_micros(snapshot.timestamp)
+    alive = "WHERE s.created <= ? AND (s.deleted IS NULL OR s.deleted > ?)"
+    live = relation.live
     branches = []
-    for part in snapshot.parts:
+    for index, part in enumerate(snapshot.parts):
         source = "read_parquet(?) AS s"
         params.append(str(data_dir.absolute(part.segment.path)))
         if part.masked:
             source += " ANTI JOIN read_parquet(?) AS m ON s.id = m.id"
             params.append(str(data_dir.absolute(part.masked)))
-        branches.append(
-            f"SELECT {columns} FROM {source} "
-            f"WHERE s.created <= ? AND (s.deleted IS NULL OR s.deleted > ?)"
-        )
+        if live is not None and index in live.masks:
+            name = f"{alias}_mask_{index}"
+            tables[name] = pa.table({"id": live.masks[index]})
+            source += f" ANTI JOIN {name} AS x ON s.id = x.id"
+        branches.append(f"SELECT {columns} FROM {source} {alive}")
+        params.extend([timestamp, timestamp])
+    if live is not None and live.rows is not None and live.rows.num_rows:
+        name = f"{alias}_rows"
+        tables[name] = live.rows
+        branches.append(f"SELECT {columns} FROM {name} AS s {alive}")
         params.extend([timestamp, timestamp])
     if not branches:  # an empty table: one typed, empty branch keeps the schema
         return "SELECT " + ", ".join(

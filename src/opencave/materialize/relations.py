@@ -6,10 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidRequest, describe_choices
 from ..schemas import Column, Role
 from .snapshots import TableSnapshot
+
+if TYPE_CHECKING:
+    from .changes import Changes
 
 _SIMPLE_HIDDEN = frozenset({"deleted"})
 _JOIN_HIDDEN = frozenset({"deleted", "superceded_id"})
@@ -24,6 +28,8 @@ class Relation:
     voxel_resolution: tuple[float, float, float]
     snapshot: TableSnapshot | None = None
     cluster_key: str = "id"
+    #: Changes on top of the snapshot, in memory (live queries at a timestamp).
+    live: Changes | None = None
     extra: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
 
     @cached_property

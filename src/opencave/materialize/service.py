@@ -1,27 +1,35 @@
-"""The materialization service: versions, table metadata and queries of a datastack, as the
-API serves them. It resolves names to relations and hands queries to the engine."""
+"""The materialization service: versions, table metadata and queries of a datastack — at a
+version or as of any timestamp — as the API serves them. It checks who may see what,
+resolves names to relations and hands queries to the engine."""
 
 from __future__ import annotations
 
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from ..annotation import AnnotationTable, AnnotationTables
+from ..auth import ANONYMOUS, Access, Level, User
 from ..errors import InvalidRequest, TableNotFound, describe_choices
-from ..info import InfoService
-from ..schemas import ColumnType
+from ..info import Datastack
+from ..schemas import ColumnType, Role
 from ..storage.files import DataDir
+from ..timestamps import now, parse_timestamp, to_micros
+from .changes import ChangeFinder
 from .engine import QueryEngine, ResultStream
+from .filters import Filter, Op
 from .query import CompiledQuery, Query, compile_query, parse_query
 from .relations import Relation
 from .snapshots import TableSnapshot
 from .versions import Version, Versions
+from .view import SegmentationView
 
 
 @dataclass
@@ -34,80 +42,136 @@ class QueryResult:
 
 
 class MaterializationService:
-    def __init__(self, data: DataDir, info: InfoService, tables: AnnotationTables,
-                 versions: Versions, engine: QueryEngine, *, row_cap: int | None = None):
+    def __init__(self, data: DataDir, access: Access, tables: AnnotationTables,
+                 versions: Versions, engine: QueryEngine, changes: ChangeFinder,
+                 segmentation: Callable[[str], SegmentationView], *,
+                 row_cap: int | None = None):
         self.data = data
-        self.info = info
+        self.access = access
         self.tables = tables
         self.versions = versions
         self.engine = engine
+        self.changes = changes
+        self.segmentation = segmentation
         self.row_cap = row_cap
         self._snapshots: OrderedDict[int, dict[str, TableSnapshot]] = OrderedDict()
         self._lock = threading.Lock()
 
     # --- versions --------------------------------------------------------------------
 
-    def version_numbers(self, datastack: str, *, expired: bool = False) -> list[int]:
-        self.info.datastack(datastack)
+    def version_numbers(self, datastack: str, *, expired: bool = False,
+                        user: User = ANONYMOUS) -> list[int]:
+        self.access.datastack(user, datastack)
         return [v.version for v in self.versions.available(datastack, include_expired=expired)]
 
-    def version(self, datastack: str, version: int) -> Version:
-        self.info.datastack(datastack)
+    def version(self, datastack: str, version: int, *, user: User = ANONYMOUS) -> Version:
+        self.access.datastack(user, datastack)
         return self.versions.get(datastack, version)
 
-    def versions_metadata(self, datastack: str, *, expired: bool = False) -> list[dict[str, Any]]:
-        self.info.datastack(datastack)
+    def versions_metadata(self, datastack: str, *, expired: bool = False,
+                          user: User = ANONYMOUS) -> list[dict[str, Any]]:
+        self.access.datastack(user, datastack)
         return [v.to_json() for v in self.versions.available(datastack, include_expired=expired)]
 
     # --- tables ----------------------------------------------------------------------
 
-    def table_names(self, datastack: str, version: int) -> list[str]:
-        return sorted(self._snapshots_of(self.version(datastack, version)))
+    def table_names(self, datastack: str, version: int, *, user: User = ANONYMOUS) -> list[str]:
+        ds = self.access.datastack(user, datastack)
+        level = self.access.datastack_level(user, ds)
+        names = sorted(self._snapshots_of(self.version(datastack, version, user=user)))
+        return [n for n in names
+                if self.access.may_read(user, self._annotation_table(ds, n), level)]
 
-    def table_metadata(self, datastack: str, version: int, table: str) -> dict[str, Any]:
-        self._snapshot(self.version(datastack, version), table)
-        return self._annotation_table(datastack, table).metadata()
+    def table_metadata(self, datastack: str, version: int, table: str, *,
+                       user: User = ANONYMOUS) -> dict[str, Any]:
+        ds = self.access.datastack(user, datastack)
+        self._snapshot(self.versions.get(datastack, version), table)
+        return self._readable_table(user, ds, table).metadata()
 
-    def tables_metadata(self, datastack: str, version: int) -> list[dict[str, Any]]:
-        names = self.table_names(datastack, version)
-        return [self._annotation_table(datastack, name).metadata() for name in names]
+    def tables_metadata(self, datastack: str, version: int, *,
+                        user: User = ANONYMOUS) -> list[dict[str, Any]]:
+        ds = self.access.datastack(user, datastack)
+        names = self.table_names(datastack, version, user=user)
+        return [self._annotation_table(ds, name).metadata() for name in names]
 
-    def row_count(self, datastack: str, version: int, table: str) -> int:
-        return self._snapshot(self.version(datastack, version), table).row_count
+    def row_count(self, datastack: str, version: int, table: str, *,
+                  user: User = ANONYMOUS) -> int:
+        ds = self.access.datastack(user, datastack)
+        self._readable_table(user, ds, table)
+        return self._snapshot(self.versions.get(datastack, version), table).row_count
 
     # --- queries ---------------------------------------------------------------------
 
     def query_table(self, datastack: str, version: int, table: str, body: Mapping[str, Any],
-                    *, random_sample: Any = None, count: bool = False) -> QueryResult:
-        v = self.version(datastack, version)
-        relation = self._relation(datastack, v, table)
+                    *, random_sample: Any = None, count: bool = False,
+                    user: User = ANONYMOUS) -> QueryResult:
+        ds = self.access.datastack(user, datastack)
+        v = self.versions.get(datastack, version)
+        relation = self._relation(user, ds, v, table)
         query = parse_query(body, [relation], random_sample=random_sample)
-        return self._run(query, count=count, notices=[self._annotation_table(datastack, table)])
+        return self._run(query, count=count, notices=[self._annotation_table(ds, table)])
 
     def join_query(self, datastack: str, version: int, body: Mapping[str, Any], *,
-                   random_sample: Any = None, count: bool = False) -> QueryResult:
+                   random_sample: Any = None, count: bool = False,
+                   user: User = ANONYMOUS) -> QueryResult:
         spec = body.get("tables")
         if (not isinstance(spec, list) or len(spec) != 2
                 or not all(isinstance(t, list) and len(t) == 2 for t in spec)):
             raise InvalidRequest(
                 "a join query needs \"tables\": [[table_a, column_a], [table_b, column_b]]"
             )
-        v = self.version(datastack, version)
-        relations = [self._relation(datastack, v, str(name)) for name, _ in spec]
-        if relations[0].name == relations[1].name:
-            raise InvalidRequest("a join query needs two different tables")
-        query = parse_query(body, relations, join_columns=[str(c) for _, c in spec],
-                            random_sample=random_sample)
-        notices = [self._annotation_table(datastack, r.name) for r in relations]
-        return self._run(query, count=count, notices=notices)
+        ds = self.access.datastack(user, datastack)
+        v = self.versions.get(datastack, version)
+        relations = [self._relation(user, ds, v, str(name)) for name, _ in spec]
+        return self._join(ds, body, relations, [str(c) for _, c in spec],
+                          random_sample=random_sample, count=count)
 
-    def unique_string_values(self, datastack: str, table: str) -> dict[str, list[str]]:
+    def live_query(self, datastack: str, body: Mapping[str, Any], *,
+                   random_sample: Any = None, allow_invalid_root_ids: bool = False,
+                   user: User = ANONYMOUS) -> QueryResult:
+        """A query as of any timestamp (``live_live_query``): the nearest earlier version
+        plus everything that changed since, root ids as of the timestamp."""
+        ds = self.access.datastack(user, datastack)
+        timestamp = self._live_timestamp(body.get("timestamp"))
+        table = body.get("table")
+        if not isinstance(table, str):
+            raise InvalidRequest("a live query needs \"table\": the table to query")
+        joins = body.get("join_tables") or []
+        if joins and (len(joins) != 1 or not isinstance(joins[0], list) or len(joins[0]) != 4):
+            raise InvalidRequest("join_tables takes one join: [[table_a, column_a, table_b, "
+                                 "column_b]]")
+        names = [table] if not joins else [str(joins[0][0]), str(joins[0][2])]
+        relations = [self.live_relation(user, ds, name, timestamp) for name in names]
+        query = parse_query(body, relations, join_columns=(
+            [str(joins[0][1]), str(joins[0][3])] if joins else ()), random_sample=random_sample)
+        if not allow_invalid_root_ids:
+            self._require_valid_roots(ds, query.filters, timestamp)
+        return self._run(query, count=False,
+                         notices=[self._annotation_table(ds, n) for n in names])
+
+    def live_relation(self, user: User, ds: Datastack, table: str,
+                      timestamp: datetime) -> Relation:
+        meta = self._readable_table(user, ds, table)
+        if meta.created > timestamp:
+            raise TableNotFound(f"table {table!r} did not exist yet at {timestamp.isoformat()}",
+                                table=table)
+        previous = self.versions.at_or_before(ds.name, timestamp)
+        prior = self._snapshots_of(previous).get(table) if previous else None
+        base = self.changes.base(meta, prior)
+        changes = self.changes.changes(meta, base, timestamp,
+                                       self.segmentation(ds.segmentation_table))
+        snapshot = TableSnapshot(table, to_micros(timestamp), base.parts, 0)
+        return Relation(table, meta.schema.columns(), meta.voxel_resolution, snapshot,
+                        meta.cluster_key, live=changes)
+
+    def unique_string_values(self, datastack: str, table: str, *,
+                             user: User = ANONYMOUS) -> dict[str, list[str]]:
         """Distinct values of each text column, at the latest version."""
-        self.info.datastack(datastack)
+        ds = self.access.datastack(user, datastack)
         latest = self.versions.latest(datastack)
         if latest is None:
             return {}
-        relation = self._relation(datastack, latest, table)
+        relation = self._relation(user, ds, latest, table)
         out: dict[str, list[str]] = {}
         for column in relation.columns:
             if column.type is ColumnType.STRING:
@@ -118,6 +182,14 @@ class MaterializationService:
         return out
 
     # --- internals -------------------------------------------------------------------
+
+    def _join(self, ds: Datastack, body: Mapping[str, Any], relations: list[Relation],
+              columns: list[str], *, random_sample: Any, count: bool) -> QueryResult:
+        if relations[0].name == relations[1].name:
+            raise InvalidRequest("a join query needs two different tables")
+        query = parse_query(body, relations, join_columns=columns, random_sample=random_sample)
+        notices = [self._annotation_table(ds, r.name) for r in relations]
+        return self._run(query, count=count, notices=notices)
 
     def _run(self, query: Query, *, count: bool, notices: list[AnnotationTable]) -> QueryResult:
         warnings = [t.notice_text for t in notices if t.notice_text]
@@ -137,9 +209,43 @@ class MaterializationService:
             warnings.append(f'201 - "Limited query to {limit} rows')
         return QueryResult(self.engine.stream(compiled), headers, warnings)
 
-    def _annotation_table(self, datastack: str, table: str) -> AnnotationTable:
-        ds = self.info.datastack(datastack)
+    @staticmethod
+    def _live_timestamp(value: Any) -> datetime:
+        if value is None:
+            return now()
+        timestamp = parse_timestamp(value)
+        if timestamp > now():
+            raise InvalidRequest(f"timestamp {value!r} is in the future")
+        return timestamp
+
+    def _require_valid_roots(self, ds: Datastack, filters: tuple[Filter, ...],
+                             timestamp: datetime) -> None:
+        """Root ids filtered on must exist at the timestamp (else the answer would silently
+        be empty); ``allow_invalid_root_ids`` skips this."""
+        wanted: set[int] = set()
+        for f in filters:
+            if f.op in (Op.IN, Op.EQUAL) and f.columns[0].endswith("_root_id"):
+                values = f.value if f.op is Op.IN else (f.value,)
+                wanted.update(int(v) for v in values if v)
+        if not wanted:
+            return
+        ids = np.array(sorted(wanted), dtype=np.uint64)
+        graph = self.segmentation(ds.segmentation_table)
+        latest = np.asarray(graph.is_latest_roots(ids, timestamp), dtype=bool)
+        if not latest.all():
+            bad = ids[~latest][:10].tolist()
+            raise InvalidRequest(
+                f"root id(s) {bad} are not valid at {timestamp.isoformat()}: they were "
+                "replaced by edits or did not exist yet; map them first (get_latest_roots or "
+                "get_past_ids) or pass allow_invalid_root_ids=True", root_ids=bad)
+
+    def _annotation_table(self, ds: Datastack, table: str) -> AnnotationTable:
         return self.tables.get(ds.aligned_volume.name, table)
+
+    def _readable_table(self, user: User, ds: Datastack, table: str) -> AnnotationTable:
+        meta = self._annotation_table(ds, table)
+        self.access.require_table(user, meta, self.access.datastack_level(user, ds), Level.VIEW)
+        return meta
 
     def _snapshots_of(self, version: Version) -> dict[str, TableSnapshot]:
         with self._lock:
@@ -164,9 +270,9 @@ class MaterializationService:
             )
         return snapshots[table]
 
-    def _relation(self, datastack: str, version: Version, table: str) -> Relation:
+    def _relation(self, user: User, ds: Datastack, version: Version, table: str) -> Relation:
         snapshot = self._snapshot(version, table)
-        meta = self._annotation_table(datastack, table)
+        meta = self._readable_table(user, ds, table)
         return Relation(table, meta.schema.columns(), meta.voxel_resolution, snapshot,
                         meta.cluster_key)
 
@@ -174,14 +280,15 @@ class MaterializationService:
 def _distinct(compiled: CompiledQuery) -> CompiledQuery:
     sql = f"SELECT DISTINCT * FROM ({compiled.sql})"
     return CompiledQuery(sql, compiled.params, compiled.columns, compiled.count_sql,
-                         compiled.count_params)
+                         compiled.count_params, compiled.tables)
 
 
 def _column_names(compiled: CompiledQuery) -> dict[str, dict[str, str]]:
     """``{table: {stored column: returned column}}``, like the original's header."""
     names: dict[str, dict[str, str]] = {}
     for out in compiled.columns:
-        base = out.column.name[:-2] if out.column.axis else out.column.name
-        shown = out.name[:-2] if out.column.axis else out.name
+        positional = out.column.role is Role.POSITION
+        base = out.column.name[:-2] if positional else out.column.name
+        shown = out.name[:-2] if positional else out.name
         names.setdefault(out.relation, {})[base] = shown
     return names

@@ -25,7 +25,7 @@ planned on a fresh snapshot, written in one transaction, and only then published
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -37,11 +37,12 @@ from ..errors import Conflict, InvalidRequest, NotFound
 from ..storage.live import LiveStore
 from ..timestamps import as_utc, from_micros, now, to_micros
 from . import changelog, lineage
-from .arrays import unique
+from .arrays import lookup_sorted, unique
 from .base import BaseGraph
 from .build import build_base
 from .edits import Minter, canonical_edges, plan_merge, plan_rebuild, plan_split
 from .ids import ChunkGeometry, IdLayout, as_ids
+from .locate import SupervoxelLocator
 from .operation import MERGE, REDO, SPLIT, UNDO, EditPlan, Operation
 from .overlay import (
     ConcurrentEdit,
@@ -54,6 +55,7 @@ from .overlay import (
     operation_ids_since,
     write_plan,
 )
+from .points import nearest_leaf
 from .view import GraphView
 
 U64 = np.uint64
@@ -86,6 +88,8 @@ class SegmentationGraph:
         self._counters: dict[int, int] = {}
         self._ops: dict[int, Operation] = {}
         self._refresh_lock = threading.Lock()
+        self._locator: SupervoxelLocator | None = None
+        self._locator_read = False
         self._write_lock = _writer_lock(live.url, self.table_id)
         self._sync()
 
@@ -200,6 +204,72 @@ class SegmentationGraph:
         box = None if bounds is None else self.geometry.bounds_in_chunks(bounds)
         leaves, _ = view.leaves(ids, int(stop_layer), box)
         return np.sort(leaves)
+
+    def supervoxels_at(
+        self, node_ids: object, points_nm: object
+    ) -> tuple[np.ndarray, dict[int, int]]:
+        """A supervoxel for each (node, point in nm): a supervoxel id stands for itself;
+        for a higher node, the leaf chosen by :func:`~.points.nearest_leaf`. Returns the
+        supervoxels and ``within`` (chosen supervoxel -> the node it was chosen from), which
+        :meth:`merge` / :meth:`split` re-check when the edit is applied."""
+        ids = as_ids(node_ids)
+        points = np.asarray(points_nm, dtype=np.float64).reshape(-1, 3)
+        if len(points) != len(ids):
+            raise InvalidRequest("every node id needs one point (x, y, z)")
+        if np.any(ids == 0):
+            raise InvalidRequest("node id 0 means 'no segment'")
+        out = ids.copy()
+        within: dict[int, int] = {}
+        for node in unique(ids[self.layout.layer(ids) > 1]).tolist():
+            leaves = self.get_leaves(node)
+            anchors = self._anchors(leaves)
+            for i in np.flatnonzero(ids == node):
+                out[i] = nearest_leaf(leaves, self.layout, self.geometry, points[i], anchors)
+                within[int(out[i])] = node
+        return out, within
+
+    def _anchors(self, svs: np.ndarray) -> np.ndarray | None:
+        """Anchor positions (base voxels) of sorted supervoxels, NaN where unknown; None
+        when the graph has no anchors. The anchor file is read once, on first use."""
+        with self._refresh_lock:
+            if not self._locator_read:
+                self._locator = SupervoxelLocator.open(
+                    self.base.directory, self.layout, self.geometry
+                )
+                self._locator_read = True
+        locator = self._locator
+        if locator is None:
+            return None
+        idx = lookup_sorted(locator.ids, svs)
+        out = np.full((len(svs), 3), np.nan)
+        out[idx >= 0] = locator.positions[idx[idx >= 0]]
+        return out
+
+    def subgraph(
+        self, node_id: int, bounds: object | None = None, timestamp: datetime | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Atomic edges (n, 2) active at ``timestamp`` (default now) with both ends among the
+        node's leaves (within ``bounds``, base voxels), and their affinities."""
+        leaves = self.get_leaves(node_id, 1, bounds)
+        ts = self._read_ts(timestamp)
+        a, b, aff = self._sync().active_edges(leaves, ts)
+        inside = np.isin(a, leaves) & np.isin(b, leaves)
+        return np.stack([a[inside], b[inside]], axis=1), aff[inside]
+
+    def valid_nodes(self, node_ids: object, timestamp: datetime | None = None) -> np.ndarray:
+        """The given ids that exist (were created at or before ``timestamp``, default now);
+        nodes are never deleted, so this is the whole of PyChunkedGraph's notion."""
+        ids = as_ids(node_ids)
+        ts = self._read_ts(timestamp)
+        return unique(ids[self._sync().exists_at(ids, ts)])
+
+    def supervoxel_chunk_range(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The smallest and largest layer-1 chunk coordinates holding supervoxels."""
+        starts = self.base.run_start[self.layout.layer(self.base.run_start) == 1]
+        if len(starts) == 0:
+            return (0, 0, 0), (0, 0, 0)
+        coords = np.stack(self.layout.chunk_coordinates(starts), axis=1)
+        return tuple(coords.min(axis=0).tolist()), tuple(coords.max(axis=0).tolist())
 
     # -- root status -------------------------------------------------------------------------
     def is_latest_roots(self, ids: object, timestamp: datetime | None = None) -> np.ndarray:
@@ -329,8 +399,11 @@ class SegmentationGraph:
         timestamp: datetime | None = None,
         affinity: float = 1.0,
         coordinates: object | None = None,
+        within: Mapping[int, int] | None = None,
     ) -> Operation:
-        """Join the segments of two supervoxels with a new atomic edge."""
+        """Join the segments of two supervoxels with a new atomic edge. ``within``
+        (supervoxel -> node): the edit is refused unless each supervoxel still lies under
+        that node when the edit is applied (see :meth:`supervoxels_at`)."""
         a, b = (int(as_ids([v])[0]) for v in (supervoxel_a, supervoxel_b))
         if not (affinity > 0):
             raise InvalidRequest("affinity must be positive")
@@ -338,6 +411,7 @@ class SegmentationGraph:
 
         def planner(view: GraphView, ts: int, minter: Minter, plan: EditPlan) -> EditPlan:
             self._require_supervoxels(view, np.array([a, b], dtype=U64), ts)
+            _require_within(view, within, ts)
             if a == b:
                 raise InvalidRequest("cannot merge a supervoxel with itself")
             return plan_merge(view, ts, minter, plan, a, b, float(affinity))
@@ -362,12 +436,15 @@ class SegmentationGraph:
         timestamp: datetime | None = None,
         source_coords: object | None = None,
         sink_coords: object | None = None,
+        within: Mapping[int, int] | None = None,
     ) -> Operation:
-        """Separate ``sources`` from ``sinks`` (supervoxels of one root) by a minimum cut."""
+        """Separate ``sources`` from ``sinks`` (supervoxels of one root) by a minimum cut;
+        ``within`` as for :meth:`merge`."""
         src, snk = unique(as_ids(sources)), unique(as_ids(sinks))
 
         def planner(view: GraphView, ts: int, minter: Minter, plan: EditPlan) -> EditPlan:
             self._require_supervoxels(view, np.concatenate([src, snk]), ts)
+            _require_within(view, within, ts)
             return plan_split(view, ts, minter, plan, src, snk)
 
         return self._edit(
@@ -497,6 +574,26 @@ class SegmentationGraph:
                 f"({from_micros(last_ts).isoformat()}); edits must be in time order"
             )
         return ts
+
+
+def _require_within(view: GraphView, within: Mapping[int, int] | None, ts: int) -> None:
+    """Refuse the edit if a supervoxel chosen from a node no longer lies under it (the node
+    was edited between the choice and the edit, or was already stale)."""
+    if not within:
+        return
+    svs = np.array(list(within), dtype=U64)
+    nodes = np.array(list(within.values()), dtype=U64)
+    layers = view.layout.layer(nodes)
+    for layer in np.unique(layers).tolist():
+        sel = layers == layer
+        got = view.roots(svs[sel], ts, stop_layer=layer)
+        bad = np.flatnonzero(got != nodes[sel])
+        if len(bad):
+            node = int(nodes[sel][bad[0]])
+            raise InvalidRequest(
+                f"node {node} is not current: it has been edited, so its supervoxels now belong "
+                f"to other segments; use its latest root ids (get_latest_roots)"
+            )
 
 
 def _coords(values: object | None, count: int | None, name: str) -> list[list[float]] | None:

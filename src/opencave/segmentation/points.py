@@ -1,10 +1,12 @@
 """From (node id, point) to a supervoxel, for edits that name a segment and a position.
 
 PyChunkedGraph reads the segmentation volume at the point. opencave has no volume, only
-the chunk grid, so the rule is: among the node's leaf supervoxels, take those whose
-layer-1 chunk is nearest to the point (distance from the point to the chunk's box, in nm;
-0 when the chunk contains it), and of those the smallest id. Deterministic, and exact
-whenever the node has a single supervoxel in the point's chunk.
+the chunk grid and, where the importer provided them, *anchors* (a representative position
+per supervoxel, ``locate.py``). The rule: among the node's leaf supervoxels, keep those
+whose layer-1 chunk is nearest to the point (distance from the point to the chunk's box, in
+nm: 0 when the chunk contains it); of those, the one whose anchor is nearest to the point
+(when anchors are known), else the smallest id. Deterministic, and exact whenever the node
+has a single supervoxel in the point's chunk.
 
 >>> from opencave.segmentation.ids import ChunkGeometry, IdLayout
 >>> layout = IdLayout(n_layers=5, spatial_bits=2)
@@ -13,6 +15,9 @@ whenever the node has a single supervoxel in the point's chunk.
 >>> int(nearest_leaf(leaves, layout, geo, (15, 2, 2))) == int(leaves[2])
 True
 >>> int(nearest_leaf(leaves, layout, geo, (80, 2, 2))) == int(leaves[2])  # nearest chunk
+True
+>>> anchors = np.array([[5, 5, 5], [18, 2, 2], [12, 8, 8]], dtype=float)
+>>> int(nearest_leaf(leaves, layout, geo, (17, 2, 2), anchors)) == int(leaves[1])
 True
 """
 
@@ -25,9 +30,14 @@ from .ids import ChunkGeometry, IdLayout
 
 
 def nearest_leaf(
-    leaves: np.ndarray, layout: IdLayout, geometry: ChunkGeometry, point_nm: object
+    leaves: np.ndarray,
+    layout: IdLayout,
+    geometry: ChunkGeometry,
+    point_nm: object,
+    anchors: np.ndarray | None = None,
 ) -> np.uint64:
-    """The supervoxel of ``leaves`` (layer-1 ids) that the point most plausibly hits."""
+    """The supervoxel of ``leaves`` (layer-1 ids) that the point most plausibly hits.
+    ``anchors``: (n, 3) positions of the leaves in base voxels, NaN where unknown."""
     leaves = np.asarray(leaves, dtype=np.uint64)
     if len(leaves) == 0:
         raise InvalidRequest("the segment has no supervoxels")
@@ -37,9 +47,17 @@ def nearest_leaf(
     size = np.asarray(geometry.chunk_size, dtype=np.float64)
     lo = np.asarray(geometry.voxel_offset, dtype=np.float64) + chunks * size
     gap = np.maximum(np.maximum(lo - point, point - (lo + size)), 0.0) * res
-    dist = np.einsum("ij,ij->i", gap, gap)
-    best = np.flatnonzero(dist == dist.min())
+    best = np.flatnonzero(_squared(gap) == _squared(gap).min())
+    if anchors is not None:
+        known = best[np.all(np.isfinite(anchors[best]), axis=1)]
+        if len(known):
+            dist = _squared((anchors[known] - point) * res)
+            best = known[dist == dist.min()]
     return leaves[best][np.argmin(leaves[best])]
+
+
+def _squared(vectors: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", vectors, vectors)
 
 
 def parse_points(values: object, what: str) -> tuple[np.ndarray, np.ndarray]:

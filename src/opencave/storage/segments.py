@@ -77,6 +77,18 @@ def copy_sorted_segment(con: duckdb.DuckDBPyConnection, path: Path, select: str,
     return pq.ParquetFile(path).metadata.num_rows
 
 
+def max_id(path: Path) -> int:
+    """The largest row id in a segment, from the Parquet footer's statistics (0 if empty)."""
+    meta = pq.ParquetFile(path).metadata
+    index = meta.schema.to_arrow_schema().get_field_index("id")
+    best = 0
+    for group in range(meta.num_row_groups):
+        stats = meta.row_group(group).column(index).statistics
+        if stats is not None and stats.has_min_max:
+            best = max(best, int(stats.max))
+    return best
+
+
 def write_id_set(path: Path, ids: np.ndarray) -> int:
     """A sorted, de-duplicated set of row ids (e.g. rows a version masks out of a segment)."""
     unique = np.unique(np.asarray(ids, dtype=np.int64))

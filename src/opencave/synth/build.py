@@ -25,8 +25,9 @@ from ..info import AlignedVolume, Datastack
 from ..instance import OpenCave
 from ..progress import Steps, steps
 from ..segmentation import SegmentationGraph
+from ..segmentation.locate import SupervoxelLocator
 from ..storage.files import unique_name
-from ..storage.segments import Segment, copy_sorted_segment, write_table_segment
+from ..storage.segments import Segment, copy_sorted_segment, max_id, write_table_segment
 from ..timestamps import to_micros
 from . import edits as edit_plan
 from . import supervoxels, synapses, tables, world
@@ -93,6 +94,7 @@ def _build(cave: OpenCave, con: duckdb.DuckDBPyConnection, work: Path, total: in
     plan = edit_plan.plan(con, cells, soma_sv, np.random.default_rng([seed, 2]))
     bar.done(task)
     graph = _segmentation(cave, sv_graph, plan, bar)
+    _write_anchors(con, cave.data.segmentation / world.SEGMENTATION_TABLE)
     _apply_edits(graph, plan, bar)
     if total <= TRUTH_MAX_SYNAPSES:
         _write_truth(cave.data.root / "truth", sv_graph, plan)
@@ -139,6 +141,12 @@ def _segmentation(cave: OpenCave, sv_graph: supervoxels.SupervoxelGraph,
     )
     bar.done(task)
     return graph
+
+
+def _write_anchors(con: duckdb.DuckDBPyConnection, directory: Path) -> None:
+    ids, positions = supervoxels.anchors(con)
+    base = positions * np.asarray(world.VOXEL_RESOLUTION) / np.asarray(world.GRAPH_RESOLUTION)
+    SupervoxelLocator.write(directory, ids, np.round(base))
 
 
 def _apply_edits(graph: SegmentationGraph, plan: edit_plan.EditPlan, bar: Steps) -> None:
@@ -201,7 +209,7 @@ def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: Segment
             rows = copy_sorted_segment(con, path, select, {"parts": parts}, table.cluster_key)
         cave.tables.add_segment(table, Segment(cave.data.relative(path), rows,
                                                table.cluster_key, to_micros(start)),
-                                when=spec.created)
+                                max_id(path), when=spec.created)
         bar.advance(task)
 
 

@@ -59,6 +59,8 @@ def assign(con: duckdb.DuckDBPyConnection, raw_parts: list[str], cells: Cells) -
     somas = pa.table({
         "cell": segmented.astype(np.int64),
         "chunk": chunk_ids(_soma_chunks(cells, segmented)),
+        "x": cells.position[segmented, 0], "y": cells.position[segmented, 1],
+        "z": cells.position[segmented, 2],
     })
     con.register("somas", somas)
     con.execute(
@@ -70,6 +72,18 @@ def assign(con: duckdb.DuckDBPyConnection, raw_parts: list[str], cells: Cells) -
         SELECT id, 1::UTINYINT, post_cell, post_chunk FROM read_parquet($parts)
         UNION ALL
         SELECT cell, 2::UTINYINT, cell, chunk FROM somas
+        """,
+        {"parts": raw_parts},
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE endpoint_positions AS
+        SELECT id AS eid, 0::UTINYINT AS side, pre_x AS x, pre_y AS y, pre_z AS z
+            FROM read_parquet($parts)
+        UNION ALL
+        SELECT id, 1::UTINYINT, post_x, post_y, post_z FROM read_parquet($parts)
+        UNION ALL
+        SELECT cell, 2::UTINYINT, x, y, z FROM somas
         """,
         {"parts": raw_parts},
     )
@@ -114,6 +128,32 @@ def edge_affinity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """A deterministic affinity in [0.5, 1) per edge (the min-cut capacity)."""
     mixed = (np.asarray(a, np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ np.asarray(b, np.uint64)
     return (0.5 + (mixed % np.uint64(1000)).astype(np.float32) / 2000.0).astype(np.float32)
+
+
+def anchors(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.ndarray]:
+    """A position inside each supervoxel (the mean of its endpoints, else of its piece's),
+    in annotation voxels: what point lookups snap to."""
+    rows = con.sql(
+        """
+        WITH located AS (
+            SELECT s.sv, p.x, p.y, p.z FROM endpoint_sv s
+            JOIN endpoint_positions p USING (eid, side)
+        ), per_sv AS (
+            SELECT sv, avg(x) AS x, avg(y) AS y, avg(z) AS z FROM located GROUP BY sv
+        ), per_piece AS (
+            SELECT pc.first_sv, pc.n_sv, avg(l.x) AS x, avg(l.y) AS y, avg(l.z) AS z
+            FROM located l JOIN pieces pc
+              ON l.sv >= pc.first_sv AND l.sv < pc.first_sv + pc.n_sv
+            GROUP BY pc.first_sv, pc.n_sv
+        ), every_sv AS (
+            SELECT first_sv + unnest(range(n_sv)) AS sv, x, y, z FROM per_piece
+        )
+        SELECT e.sv, coalesce(s.x, e.x) AS x, coalesce(s.y, e.y) AS y, coalesce(s.z, e.z) AS z
+        FROM every_sv e LEFT JOIN per_sv s USING (sv) ORDER BY e.sv
+        """
+    ).fetchnumpy()
+    positions = np.stack([rows["x"], rows["y"], rows["z"]], axis=1)
+    return np.asarray(rows["sv"], dtype=np.uint64), positions
 
 
 def soma_supervoxels(con: duckdb.DuckDBPyConnection, n_cells: int) -> np.ndarray:

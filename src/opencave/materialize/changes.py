@@ -1,0 +1,145 @@
+"""What changed in a table between a snapshot and a later instant T — the one computation
+behind both new versions (which persist it) and live queries (which use it in memory).
+
+Starting from parts whose unmasked rows have root ids valid at a known time, the changes
+at T are:
+
+- rows whose root ids expired since then (the segmentation's ``delta_roots``): masked in
+  their part, re-added with root ids looked up at T;
+- rows deleted (or superseded) through the API since then: masked;
+- rows written through the API since then and still alive at T: added, roots at T.
+
+Cost: proportional to those rows, plus one scan of the root-id columns per part when roots
+expired (DuckDB reads only those columns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..annotation import AnnotationTable, AnnotationTables
+from ..annotation.rows import LiveRows
+from ..schemas import Role
+from ..storage.files import DataDir
+from ..storage.segments import arrow_schema
+from ..timestamps import from_micros, to_micros
+from .engine import QueryEngine
+from .snapshots import SnapshotPart, TableSnapshot
+from .view import SegmentationView, lookup_roots
+
+
+@dataclass(frozen=True)
+class Base:
+    """Where a table starts: ``parts`` (each with the time its unmasked rows' roots are
+    valid at, -1 when unknown) and the instant up to which API writes are reflected."""
+
+    parts: tuple[SnapshotPart, ...]
+    valid_at: tuple[int, ...]
+    since: datetime | None
+
+
+@dataclass
+class Changes:
+    masks: dict[int, np.ndarray] = field(default_factory=dict)
+    rows: pa.Table | None = None
+    refreshed: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not self.masks and (self.rows is None or self.rows.num_rows == 0)
+
+
+class ChangeFinder:
+    def __init__(self, data: DataDir, tables: AnnotationTables, rows: LiveRows,
+                 engine: QueryEngine) -> None:
+        self.data = data
+        self.tables = tables
+        self.rows = rows
+        self.engine = engine
+
+    def base(self, table: AnnotationTable, prior: TableSnapshot | None) -> Base:
+        """A previous snapshot's parts (roots valid at its time) plus bulk segments it does
+        not include yet (roots valid when loaded)."""
+        parts = list(prior.parts) if prior else []
+        valid_at = [prior.timestamp] * len(parts) if prior else []
+        known = {p.segment.path for p in parts}
+        for segment in self.tables.segments(table):
+            if segment.path not in known:
+                parts.append(SnapshotPart(segment))
+                valid_at.append(segment.roots_at if segment.roots_at is not None else -1)
+        since = from_micros(prior.timestamp) if prior else None
+        return Base(tuple(parts), tuple(valid_at), since)
+
+    def changes(self, table: AnnotationTable, base: Base, timestamp: datetime,
+                seg: SegmentationView) -> Changes:
+        deleted, _ = self.rows.deletions(table, after=base.since, until=timestamp)
+        roots = [c.name for c in table.schema.columns() if c.role is Role.ROOT]
+        changes = Changes()
+        added: list[pa.Table] = []
+        for index, part in enumerate(base.parts):
+            touched = self._touched_rows(table, part, base.valid_at[index], timestamp, seg,
+                                         roots, deleted)
+            if touched is None or touched.num_rows == 0:
+                continue
+            changes.masks[index] = touched.column("id").to_numpy()
+            kept = touched.filter(pc.invert(pc.is_in(touched.column("id"),
+                                                     pa.array(deleted, pa.int64()))))
+            changes.refreshed += kept.num_rows
+            added.append(kept)
+        live = self.rows.rows(table, created_after=base.since, created_until=timestamp)
+        if live.num_rows:
+            alive = pc.or_(pc.is_null(live.column("deleted")),
+                           pc.greater(live.column("deleted"), pa.scalar(timestamp)))
+            added.append(live.filter(alive))
+        if added:
+            rows = pa.concat_tables([t.cast(arrow_schema(table.schema)) for t in added])
+            changes.rows = refresh_roots(table, rows, timestamp, seg)
+        return changes
+
+    def _touched_rows(self, table: AnnotationTable, part: SnapshotPart, valid_at: int,
+                      timestamp: datetime, seg: SegmentationView, roots: list[str],
+                      deleted: np.ndarray) -> pa.Table | None:
+        """Unmasked rows of ``part`` whose roots expired since ``valid_at`` or that were
+        deleted since the base."""
+        conditions: list[str] = []
+        tables: dict[str, pa.Table] = {}
+        target = to_micros(timestamp)
+        if roots and valid_at != target:
+            if 0 <= valid_at < target:
+                old, _new = seg.delta_roots(from_micros(valid_at), timestamp)
+                if len(old):
+                    tables["expired"] = pa.table({"r": np.asarray(old, dtype=np.int64)})
+                    conditions += [f's."{r}" IN (SELECT r FROM expired)' for r in roots]
+            else:  # roots from an unknown or later time: look every row up again
+                conditions.append("TRUE")
+        if len(deleted):
+            tables["gone"] = pa.table({"id": deleted})
+            conditions.append("s.id IN (SELECT id FROM gone)")
+        if not conditions:
+            return None
+        params: list[object] = [str(self.data.absolute(part.segment.path))]
+        source = "read_parquet(?) AS s"
+        if part.masked:
+            source += " ANTI JOIN read_parquet(?) AS m ON s.id = m.id"
+            params.append(str(self.data.absolute(part.masked)))
+        columns = ", ".join(f's."{c.name}"' for c in table.schema.columns())
+        return self.engine.run(
+            f"SELECT {columns} FROM {source} WHERE {' OR '.join(conditions)}", params,
+            tables=tables)
+
+
+def refresh_roots(table: AnnotationTable, rows: pa.Table, timestamp: datetime,
+                  seg: SegmentationView) -> pa.Table:
+    """Look every bound point's supervoxel up again at ``timestamp``."""
+    for point in table.schema.bound_points:
+        sv_name, root_name = f"{point}_supervoxel_id", f"{point}_root_id"
+        svs = pc.fill_null(rows.column(sv_name), 0).to_numpy().astype(np.uint64)
+        new_roots = lookup_roots(seg, svs, timestamp)
+        index = rows.schema.get_field_index(root_name)
+        rows = rows.set_column(index, root_name, pa.array(new_roots.astype(np.int64)))
+    return rows
