@@ -50,6 +50,7 @@ def test_unknown_datastack_is_a_404_naming_the_known_ones(http, route):
 @pytest.mark.parametrize("route", [
     f"{V}/{DS}/version/9999", f"{V2}/{DS}/version/9999/tables",
     f"{V}/{DS}/version/9999/table/synapses_pni_2/metadata",
+    f"{V2}/{DS}/version/9999/table/synapses_pni_2/count",
 ])
 def test_unknown_version_names_the_available_ones(http, route):
     assert_error(http.get(route), 404, "9999", "1718")
@@ -62,8 +63,9 @@ def test_unknown_table(http):
 
 
 def test_a_table_that_did_not_exist_yet(http):
-    assert_error(http.get(f"{V}/{DS}/version/117/table/synapse_target_predictions_ssa_v2/"
-                          "metadata"), 404, "version 117")
+    url = f"{V}/{DS}/version/117/table/synapse_target_predictions_ssa_v2"
+    assert http.get(f"{url}/metadata").status_code == 200  # metadata is the table's
+    assert_error(http.post(f"{url}/query", json={}), 404, "version 117")
 
 
 def test_version_must_be_an_integer(http):

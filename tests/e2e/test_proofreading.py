@@ -225,10 +225,11 @@ def test_a_proofreading_session(env: Env) -> None:
     stamp = now()
     env.cave.materializer().materialize(DS, stamp, version=1719)
     v1719 = client.materialize.query_table("synapses_pni_2", materialization_version=1719)
-    for side in ("pre", "post"):
-        svs = v1719[f"{side}_pt_supervoxel_id"].to_numpy()
+    assert len(v1719) == len(v1718), (len(v1719), len(v1718))
+    for end in ("pre", "post"):
+        svs = v1719[f"{end}_pt_supervoxel_id"].to_numpy()
         expected = cg.get_roots(svs, timestamp=stamp).astype(np.int64)
-        assert (v1719[f"{side}_pt_root_id"].to_numpy() == expected).all()
+        assert (v1719[f"{end}_pt_root_id"].to_numpy() == expected).all()
     moved = v1719[v1719[f"{side}_pt_supervoxel_id"].isin(piece_svs)]
     assert set(moved.id) == set(on_piece.id) and (moved[f"{side}_pt_root_id"] == piece).all()
     nuclei_1719 = client.materialize.query_table("nucleus_detection_v0",

@@ -12,11 +12,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from starlette.responses import Response
 
-from ..auth import User
+from ..auth import Level, User
+from ..errors import InvalidRequest
+from ..instance import OpenCave
 from ..materialize.engine import ResultStream
 from ..materialize.service import MaterializationService, QueryResult
+from ..timestamps import now, parse_timestamp
 from .arrow import arrow_response
-from .deps import current_user, json_object
+from .deps import cave, current_user, json_object
 
 MATERIALIZE_VERSION = "5.26.4"
 
@@ -145,6 +148,24 @@ async def live_query(datastack: str, request: Request, random_sample: int | None
                                      random_sample=random_sample,
                                      allow_invalid_root_ids=allow_invalid_root_ids, user=user)
     return _respond(result, return_pyarrow)
+
+
+@_route("POST", "/datastack/{datastack}/versions", apis=("v3",))
+async def create_version(datastack: str, request: Request, oc: OpenCave = Depends(cave),
+                         user: User = Depends(current_user)) -> dict[str, Any]:
+    """Materialize a new version now (or at ``{"timestamp": …}``, optionally numbered
+    ``{"version": N}``). Needs the right to edit the datastack."""
+    body = await json_object(request)
+    oc.access.datastack(user, datastack, Level.EDIT)
+    timestamp = parse_timestamp(body["timestamp"]) if body.get("timestamp") else now()
+    number = body.get("version")
+    if number is not None and (isinstance(number, bool) or not isinstance(number, int)
+                               or number < 1):
+        raise InvalidRequest("version must be a positive integer")
+    report = await run_in_threadpool(oc.materializer().materialize, datastack, timestamp,
+                                     version=number)
+    return {**report.version.to_json(), "rows_rewritten": report.rows_rewritten,
+            "bytes_written": report.bytes_written}
 
 
 def _respond(result: QueryResult, arrow: bool) -> Response:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from ..errors import OpenCaveError
 from ..settings import Settings
+from ..storage.files import DataDir
+
+if TYPE_CHECKING:
+    from ..instance import OpenCave
 
 app = typer.Typer(help="opencave: a self-hostable Connectome Annotation Versioning Engine.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -77,6 +83,101 @@ def synth(out: Annotated[Path, typer.Option("--out", help="Directory to create."
     typer.echo(f"{out}: {report.synapses:,} synapses, {report.cells:,} nuclei, "
                f"{report.supervoxels:,} supervoxels, {report.edits:,} edits, "
                f"versions {', '.join(map(str, report.versions))}")
+
+
+token_app = typer.Typer(help="Bearer tokens for users (created if new).", no_args_is_help=True)
+group_app = typer.Typer(help="Groups of users and what they may do.", no_args_is_help=True)
+datastack_app = typer.Typer(help="Datastacks: create, make private or public.",
+                            no_args_is_help=True)
+app.add_typer(token_app, name="token")
+app.add_typer(group_app, name="group")
+app.add_typer(datastack_app, name="datastack")
+UserOption = Annotated[str, typer.Option("--user", help="User name.")]
+
+
+@token_app.command("create")
+def token_create(data: DataOption, user: UserOption,
+                 admin: Annotated[bool, typer.Option(help="Make the user an admin.")] = False,
+                 description: Annotated[str, typer.Option(help="What it is for.")] = "") -> None:
+    """Create a token; it is printed alone on the last line (only its hash is stored)."""
+    with _instance(data) as cave:
+        account = cave.auth.ensure_user(user, admin=admin)
+        token = cave.auth.create_token(account, description)
+    typer.echo(f"token for {account.name} (user id {account.id}{', admin' if admin else ''}):")
+    typer.echo(token)
+
+
+@token_app.command("revoke")
+def token_revoke(data: DataOption, token: Annotated[str, typer.Argument()]) -> None:
+    """Revoke a token at once (the running server rejects it from its next request)."""
+    with _instance(data) as cave:
+        cave.auth.revoke_token(token)
+    typer.echo("revoked")
+
+
+@group_app.command("add-user")
+def group_add_user(data: DataOption, group: Annotated[str, typer.Argument()],
+                   user: UserOption) -> None:
+    """Put a user (created if new) in a group (created if new)."""
+    with _instance(data) as cave:
+        cave.auth.add_to_group(cave.auth.ensure_user(user), group)
+    typer.echo(f"{user} is in {group}")
+
+
+@group_app.command("grant")
+def group_grant(data: DataOption, group: Annotated[str, typer.Argument()],
+                datastack: Annotated[str, typer.Argument()],
+                level: Annotated[str, typer.Option(
+                    help="view, edit, admin or none")] = "edit") -> None:
+    """Let a group read (view) or also write and edit (edit) a datastack."""
+    from ..auth import Level
+
+    try:
+        chosen = Level[level.upper()]
+    except KeyError:
+        raise typer.BadParameter("use view, edit, admin or none", param_hint="--level") from None
+    with _instance(data) as cave:
+        cave.info.datastack(datastack)
+        cave.auth.grant(datastack, group, chosen)
+    typer.echo(f"{group}: {chosen.name.lower()} on {datastack}")
+
+
+@datastack_app.command("create")
+def datastack_create(data: DataOption, name: Annotated[str, typer.Argument()],
+                     like: Annotated[str, typer.Option(
+                         help="Copy volume, segmentation and tables of this datastack.")],
+                     private: Annotated[bool, typer.Option(help="Only granted groups.")] = True,
+                     description: Annotated[str, typer.Option()] = "") -> None:
+    """A new datastack on the same aligned volume and segmentation as another one."""
+    from dataclasses import replace as copy_with
+
+    with _instance(data) as cave:
+        model = cave.info.datastack(like)
+        cave.info.add_datastack(copy_with(model, name=name, public=not private,
+                                          description=description or model.description))
+    typer.echo(f"datastack {name} ({'private' if private else 'public'})")
+
+
+@datastack_app.command("visibility")
+def datastack_visibility(data: DataOption, name: Annotated[str, typer.Argument()],
+                         public: Annotated[bool, typer.Option("--public/--private")]) -> None:
+    """Make a datastack public (anyone may read) or private (granted groups only)."""
+    with _instance(data) as cave:
+        cave.info.set_public(name, public)
+    typer.echo(f"{name} is {'public' if public else 'private'}")
+
+
+@contextmanager
+def _instance(data: Path) -> Iterator[OpenCave]:
+    from ..instance import OpenCave
+
+    if not DataDir(data).exists():
+        raise typer.BadParameter(f"{data} holds no opencave data", param_hint="--data")
+    cave = OpenCave(Settings(data_dir=data))
+    try:
+        yield cave
+    finally:
+        cave.close()
 
 
 def _serve(settings: Settings, host: str, port: int) -> None:

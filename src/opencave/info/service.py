@@ -184,6 +184,12 @@ class InfoService:
             extra=dict(row["extra"] or {}),
         )
 
+    def set_public(self, name: str, public: bool) -> None:
+        self.datastack(name)
+        with self.live.begin() as conn:
+            conn.execute(datastacks.update().where(datastacks.c.name == name)
+                         .values(public=public))
+
     def datastacks_of_volume(self, aligned_volume: str) -> list[Datastack]:
         return [
             ds for ds in map(self.datastack, self.datastack_names())

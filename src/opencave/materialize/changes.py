@@ -93,8 +93,8 @@ class ChangeFinder:
             added.append(kept)
         live = self.rows.rows(table, created_after=base.since, created_until=timestamp)
         if live.num_rows:
-            alive = pc.or_(pc.is_null(live.column("deleted")),
-                           pc.greater(live.column("deleted"), pa.scalar(timestamp)))
+            alive = pc.or_kleene(pc.is_null(live.column("deleted")),
+                                 pc.greater(live.column("deleted"), pa.scalar(timestamp)))
             added.append(live.filter(alive))
         if added:
             rows = pa.concat_tables([t.cast(arrow_schema(table.schema)) for t in added])

@@ -15,6 +15,7 @@ invisible RUNNING row and unreferenced files; running again replaces both.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..annotation import AnnotationTable, AnnotationTables
+from ..errors import Conflict
 from ..info import InfoService
 from ..storage.files import DataDir, unique_name
 from ..storage.segments import Segment, read_id_set, write_id_set, write_table_segment
@@ -34,6 +36,9 @@ from .relations import Relation
 from .snapshots import SnapshotPart, TableSnapshot
 from .versions import Version, Versions
 from .view import SegmentationView
+
+_RUNS: dict[str, threading.Lock] = {}
+_RUNS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -57,6 +62,19 @@ class Materializer:
 
     def materialize(self, datastack: str, timestamp: datetime, *, version: int | None = None,
                     expires_on: datetime | None = None) -> MaterializationReport:
+        """Create and publish a version of ``datastack`` at ``timestamp``; one at a time per
+        datastack in this process (the version row guards across processes)."""
+        with _RUNS_LOCK:
+            run = _RUNS.setdefault(datastack, threading.Lock())
+        if not run.acquire(blocking=False):
+            raise Conflict(f"a version of {datastack!r} is being created; try again later")
+        try:
+            return self._materialize(datastack, timestamp, version, expires_on)
+        finally:
+            run.release()
+
+    def _materialize(self, datastack: str, timestamp: datetime, version: int | None,
+                     expires_on: datetime | None) -> MaterializationReport:
         timestamp = as_utc(timestamp)
         ds = self.info.datastack(datastack)
         number = version if version is not None else self.versions.next_number(datastack)

@@ -84,8 +84,11 @@ class MaterializationService:
 
     def table_metadata(self, datastack: str, version: int, table: str, *,
                        user: User = ANONYMOUS) -> dict[str, Any]:
+        """Metadata of a table of the datastack. A table created after the version still
+        answers (caveclient reads it after live queries of new tables); querying it at that
+        version does not."""
         ds = self.access.datastack(user, datastack)
-        self._snapshot(self.versions.get(datastack, version), table)
+        self.versions.get(datastack, version)
         return self._readable_table(user, ds, table).metadata()
 
     def tables_metadata(self, datastack: str, version: int, *,

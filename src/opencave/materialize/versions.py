@@ -7,6 +7,8 @@ all. Versions are kept forever unless an expiry policy says otherwise.
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -32,6 +34,8 @@ versions = sa.Table(
     sa.Column("parent_version", sa.Integer),
     sa.Column("is_merged", sa.Boolean, nullable=False, default=False),
     sa.Column("created", UTCDateTime, nullable=False),
+    # host:pid of the process building a RUNNING version, to tell a live run from a crash
+    sa.Column("runner", sa.String),
     sa.UniqueConstraint("datastack", "version"),
 )
 
@@ -140,6 +144,14 @@ class Versions:
               parent_version: int | None = None, expires_on: datetime | None = None) -> Version:
         """Register a RUNNING (invisible) version. A failed earlier attempt with the same
         number is replaced; an available one is a conflict."""
+        try:
+            return self._begin(datastack, version, time_stamp, parent_version, expires_on)
+        except sa.exc.IntegrityError:
+            raise Conflict(f"version {version} of {datastack!r} is being created by another "
+                           "run; try again when it is done") from None
+
+    def _begin(self, datastack: str, version: int, time_stamp: datetime,
+               parent_version: int | None, expires_on: datetime | None) -> Version:
         with self.live.begin() as conn:
             existing = conn.execute(
                 sa.select(versions).where(
@@ -149,6 +161,9 @@ class Versions:
             if existing is not None:
                 if existing["status"] in (Status.AVAILABLE, Status.EXPIRED):
                     raise Conflict(f"version {version} of {datastack!r} already exists")
+                if existing["status"] == Status.RUNNING and _alive(existing["runner"]):
+                    raise Conflict(f"version {version} of {datastack!r} is being created "
+                                   f"right now (by {existing['runner']})")
                 conn.execute(version_tables.delete().where(
                     version_tables.c.version_id == existing["id"]))
                 conn.execute(versions.delete().where(versions.c.id == existing["id"]))
@@ -157,6 +172,7 @@ class Versions:
                     datastack=datastack, version=version, time_stamp=as_utc(time_stamp),
                     expires_on=expires_on, valid=False, status=Status.RUNNING,
                     parent_version=parent_version, is_merged=False, created=now(),
+                    runner=f"{socket.gethostname()}:{os.getpid()}",
                 )
             )
             row = conn.execute(
@@ -206,6 +222,25 @@ class Versions:
                     version_tables.c.version_id == version.id
                 ).order_by(version_tables.c.table_name)
             ).scalars())
+
+
+def _alive(runner: str | None) -> bool:
+    """Whether the process that started a RUNNING version still runs (same host only; a
+    run from another host is assumed alive)."""
+    if not runner or ":" not in runner:
+        return False
+    host, pid = runner.rsplit(":", 1)
+    if host != socket.gethostname():
+        return True
+    if int(pid) == os.getpid():
+        return False  # this process: the earlier attempt has failed and returned
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _version(row: Any) -> Version:
