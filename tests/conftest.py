@@ -61,6 +61,15 @@ class LiveServer:
         self._thread.join(timeout=10)
 
 
+def editor_token(cave: OpenCave, name: str = "editor") -> str:
+    """A token for a user (created if new) of a group that may edit minnie65_public."""
+    from opencave.auth import Level
+
+    cave.auth.add_to_group(cave.auth.ensure_user(name), "proofreaders")
+    cave.auth.grant("minnie65_public", "proofreaders", Level.EDIT)
+    return cave.auth.create_token(cave.auth.user(name))
+
+
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "minnie"

@@ -13,11 +13,12 @@ import httpx
 import numpy as np
 import pytest
 from caveclient import CAVEclient
-from conftest import LiveServer
 
 from opencave.api import create_app
 from opencave.instance import OpenCave
 from opencave.synth import world
+from opencave.synth.geometry import GEOMETRY, LAYOUT
+from tests.conftest import LiveServer, editor_token
 
 DS = "minnie65_public"
 TABLE = world.SEGMENTATION_TABLE
@@ -31,9 +32,11 @@ def env(synth_dir, tmp_path_factory):
     copy = tmp_path_factory.mktemp("seg_routes") / "minnie"
     shutil.copytree(synth_dir, copy)
     cave = OpenCave(copy)
+    token = editor_token(cave)
     with LiveServer(create_app(cave)) as live:
-        client = CAVEclient(DS, server_address=live.url)
-        with httpx.Client(base_url=live.url, follow_redirects=False, timeout=60) as http:
+        client = CAVEclient(DS, server_address=live.url, auth_token=token)
+        with httpx.Client(base_url=live.url, follow_redirects=False, timeout=60,
+                          headers={"Authorization": f"Bearer {token}"}) as http:
             yield cave, client, http
     cave.close()
 
@@ -125,10 +128,9 @@ def test_leaves_children_and_bounds(cg, cells):
     l2 = cg.get_leaves(root, stop_layer=2)
     assert set(cg.get_roots(leaves, stop_layer=2).tolist()) == set(l2.tolist())
     # Bounds are base voxels: the chunk of the first leaf only.
-    geo = graph_geometry()
     chunk = np.array(world_chunk(int(leaves[0])))
-    lo = np.asarray(geo.voxel_offset) + chunk * np.asarray(geo.chunk_size)
-    bounds = np.stack([lo + 1, lo + np.asarray(geo.chunk_size) - 1], axis=1)
+    lo = np.asarray(GEOMETRY.voxel_offset) + chunk * np.asarray(GEOMETRY.chunk_size)
+    bounds = np.stack([lo + 1, lo + np.asarray(GEOMETRY.chunk_size) - 1], axis=1)
     boxed = cg.get_leaves(root, bounds=bounds)
     assert 0 < len(boxed) <= len(leaves) and set(boxed.tolist()) <= set(leaves.tolist())
     assert all(world_chunk(int(s)) == tuple(chunk) for s in boxed)
@@ -136,13 +138,7 @@ def test_leaves_children_and_bounds(cg, cells):
     assert sorted(np.asarray(many[root]).tolist()) == sorted(l2.tolist())
 
 
-def graph_geometry():
-    from opencave.synth.geometry import GEOMETRY
-    return GEOMETRY
-
-
 def world_chunk(sv: int) -> tuple[int, int, int]:
-    from opencave.synth.geometry import LAYOUT
     return LAYOUT.chunk_coordinates(np.uint64(sv))
 
 
@@ -284,4 +280,22 @@ def test_bad_edits_are_refused_and_change_nothing(http, cave, cells):
         assert_error(response, status, needle)
     response = http.post(f"{B}/merge", content=b"[[1, 2")
     assert_error(response, 400, "JSON")
+    a, b = cells.iloc[0], cells.iloc[1]
+    valid = [[int(a.pt_supervoxel_id), *nm(a.pt_position)],
+             [int(b.pt_supervoxel_id), *nm(b.pt_position)]]
+    response = http.post(f"{B}/merge", json=valid, headers={"Authorization": "Bearer nope"})
+    assert_error(response, 401, "token")
     assert snapshot(cave, cells) == before
+
+
+def test_edits_need_a_token_that_may_edit(env, cave, cells):
+    url = str(env[2].base_url).rstrip("/")
+    a, b = (int(s) for s in cells.pt_supervoxel_id.iloc[:2])
+    body = [[a, 0, 0, 0], [b, 0, 0, 0]]
+    before = snapshot(cave, cells)
+    assert_error(httpx.post(f"{url}{B}/merge", json=body), 401, "token")
+    reader = cave.auth.create_token(cave.auth.ensure_user("just_reading"))
+    assert_error(httpx.post(f"{url}{B}/merge", json=body,
+                            headers={"Authorization": f"Bearer {reader}"}), 403, "edit")
+    assert snapshot(cave, cells) == before
+    assert httpx.post(f"{url}{B}/roots_binary", content=b"").status_code == 200

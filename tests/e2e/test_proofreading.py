@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from caveclient import CAVEclient
-from conftest import LiveServer
 
 from opencave.api import create_app
 from opencave.instance import OpenCave
 from opencave.synth import world
 from opencave.synth.geometry import GEOMETRY, LAYOUT
+from tests.conftest import LiveServer, editor_token
 
 DS = world.DATASTACK
 TABLE = world.SEGMENTATION_TABLE
@@ -38,7 +38,7 @@ class Env:
     url: str
 
     def client(self) -> CAVEclient:
-        return CAVEclient(DS, server_address=self.url)
+        return CAVEclient(DS, server_address=self.url, auth_token=editor_token(self.cave))
 
     @property
     def graph(self):  # type: ignore[no-untyped-def]
@@ -138,7 +138,8 @@ def redo(client: CAVEclient, operation_id: int) -> dict:
 
 
 def test_a_proofreading_session(env: Env) -> None:
-    client = env.client()
+    client = CAVEclient(DS, server_address=env.url, auth_token=editor_token(env.cave, "ada"))
+    ada = env.cave.auth.user("ada")
     cg = client.chunkedgraph
     cells = neurons(client)
     a, b = cells.iloc[0], cells.iloc[1]
@@ -153,7 +154,10 @@ def test_a_proofreading_session(env: Env) -> None:
     [root_m] = merged["new_root_ids"]
     check_step(cg, merged["operation_id"], t0, {root_a, root_b}, {root_m}, leaves_ab)
     details = cg.get_operation_details([merged["operation_id"]])[str(merged["operation_id"])]
-    assert details["added_edges"] == [sorted([sv_a, sv_b])]
+    assert details["added_edges"] == [sorted([sv_a, sv_b])] and details["user"] == ada.user_id
+    log = cg.get_tabular_change_log([root_m])[root_m]
+    assert log.user_id.tolist() == [ada.user_id] and log.user_name.tolist() == ["ada"]
+    assert list(cg.get_change_log(root_m)["user_info"]) == [ada.user_id]
     assert details["source_coords"][0] == pytest.approx(
         (np.asarray(a.pt_position) * NM / GEOMETRY.resolution).tolist())
     live = live_roots_follow(client, now())

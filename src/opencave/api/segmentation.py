@@ -9,6 +9,7 @@ missing means now. Ids travel as JSON integers, or raw little-endian uint64 for
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -17,15 +18,15 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from ..auth import Level
 from ..errors import InvalidRequest, NotFound, TableNotFound, describe_choices
 from ..segmentation import SegmentationGraph, pcg
+from ..segmentation.points import is_node_id
 from ..timestamps import parse_timestamp
-from .deps import json_body, json_object
+from .deps import current_user, json_body, json_object
 
 #: caveclient gates some calls on [2.18, 3) or [3.0.5, 4).
 SEGMENTATION_VERSION = "2.99.0"
-#: Who edits while the server has no authentication (see :func:`editor`).
-ANONYMOUS_USER = "anonymous"
 
 router = APIRouter(prefix="/segmentation")
 B = "/api/v1/table/{table_id}"
@@ -44,7 +45,8 @@ def version() -> str:
 # -- request parsing ---------------------------------------------------------------------------
 def graph(table_id: str, request: Request) -> SegmentationGraph:
     """The graph of a datastack's segmentation table; 404 naming the known ones otherwise.
-    The known table ids are cached on the app and re-read on a miss."""
+    The known table ids are cached on the app and re-read on a miss. Reading it needs a
+    datastack on it that the user may read."""
     cave = request.app.state.cave
     known: frozenset[str] = getattr(request.app.state, "segmentation_tables", frozenset())
     if table_id not in known:
@@ -56,6 +58,7 @@ def graph(table_id: str, request: Request) -> SegmentationGraph:
         raise TableNotFound(
             f"unknown segmentation table {table_id!r}; known: {describe_choices(known)}"
         )
+    cave.access.require_segmentation(current_user(request), table_id, Level.VIEW)
     try:
         return cave.segmentation(table_id)
     except NotFound:
@@ -64,11 +67,12 @@ def graph(table_id: str, request: Request) -> SegmentationGraph:
         ) from None
 
 
-def editor(request: Request) -> str:
-    """The user an edit is logged under. caveclient sends no user id, only its bearer token,
-    which must never reach the log; until the auth component resolves tokens to users,
-    every edit is ``anonymous``. This is the one place to swap in authentication."""
-    return ANONYMOUS_USER
+def editor(table_id: str, request: Request) -> str:
+    """The user an edit is logged under (by id). Editing needs a token whose user may edit a
+    datastack built on this segmentation: 401 without one, 403 without the right."""
+    user = current_user(request)
+    request.app.state.cave.access.require_segmentation(user, table_id, Level.EDIT)
+    return user.user_id
 
 
 def _when(value: str | None, field: str = "timestamp") -> datetime | None:
@@ -77,9 +81,7 @@ def _when(value: str | None, field: str = "timestamp") -> datetime | None:
 
 def _id_list(body: dict[str, Any], key: str) -> np.ndarray:
     values = body.get(key)
-    if not isinstance(values, list) or not all(
-        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**64 for v in values
-    ):
+    if not isinstance(values, list) or not all(is_node_id(v) for v in values):
         raise InvalidRequest(f'the body needs "{key}": a list of uint64 integer ids')
     return np.array(values, dtype=np.uint64)
 
@@ -100,11 +102,24 @@ def _bounds(text: str | None) -> tuple | None:
 def _operation_ids(text: str) -> list[int]:
     """``[1, 2]`` (what caveclient sends) or ``1,2``."""
     try:
-        value = json.loads(text) if text.strip().startswith("[") else text.split(",")
-        ids = [int(v) for v in value]
-    except (ValueError, TypeError):
-        raise InvalidRequest(f"operation_ids {text!r} must be a list of integers") from None
+        ids = (json.loads(text) if text.strip().startswith("[")
+               else [int(v) for v in text.split(",")])
+    except ValueError:
+        ids = None
+    if not isinstance(ids, list) or not all(is_node_id(v) for v in ids):
+        raise InvalidRequest(f"operation_ids {text!r} must be a list of integers")
     return ids
+
+
+def _target_operation(body: dict[str, Any]) -> int:
+    op = body.get("operation_id")
+    if not isinstance(op, int) or isinstance(op, bool) or op < 1:
+        raise InvalidRequest('the body needs "operation_id": a positive integer')
+    return op
+
+
+def _user_names(request: Request) -> Callable[[list[str]], dict[str, str]]:
+    return request.app.state.cave.auth.names
 
 
 def _json(data: Any) -> Response:
@@ -260,9 +275,10 @@ def change_log(root_id: int, filtered: bool = False,
 
 
 @router.get(B + "/root/{root_id}/tabular_change_log")
-def tabular_change_log(root_id: int, filtered: bool = True,
+def tabular_change_log(root_id: int, request: Request, filtered: bool = True,
                        g: SegmentationGraph = Depends(graph)) -> Response:
-    logs = pcg.tabular_change_logs(g, np.array([root_id], dtype=np.uint64), filtered)
+    logs = pcg.tabular_change_logs(g, np.array([root_id], dtype=np.uint64), filtered,
+                                   _user_names(request))
     return Response(logs[str(root_id)], media_type="application/json")
 
 
@@ -270,7 +286,9 @@ def tabular_change_log(root_id: int, filtered: bool = True,
 async def tabular_change_log_many(request: Request, filtered: bool = True,
                                   g: SegmentationGraph = Depends(graph)) -> Response:
     ids = _id_list(await json_object(request), "root_ids")
-    return _json(await run_in_threadpool(pcg.tabular_change_logs, g, ids, filtered))
+    logs = await run_in_threadpool(pcg.tabular_change_logs, g, ids, filtered,
+                                   _user_names(request))
+    return _json(logs)
 
 
 @router.get(B + "/operation_details")
@@ -310,10 +328,3 @@ async def redo(request: Request, g: SegmentationGraph = Depends(graph),
     target = _target_operation(await json_object(request))
     op = await run_in_threadpool(lambda: g.redo(target, user_id=user))
     return _json(pcg.edit_result(op))
-
-
-def _target_operation(body: dict[str, Any]) -> int:
-    op = body.get("operation_id")
-    if not isinstance(op, int) or isinstance(op, bool) or op < 1:
-        raise InvalidRequest('the body needs "operation_id": a positive integer')
-    return op

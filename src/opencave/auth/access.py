@@ -34,6 +34,16 @@ class Access:
             what = "read" if level == Level.VIEW else "write to"
             self.auth.deny(user, f"you may not {what} aligned volume {aligned_volume!r}")
 
+    def require_segmentation(self, user: User, table_id: str, level: Level) -> None:
+        """Reading (VIEW) or editing (EDIT) a segmentation is allowed through any datastack
+        built on it that grants the user that much."""
+        stacks = [self.info.datastack(n) for n in self.info.datastack_names()]
+        best = max((self.datastack_level(user, d) for d in stacks
+                    if d.segmentation_table == table_id), default=Level.NONE)
+        if max(best, Level.ADMIN if user.admin else Level.NONE) < level:
+            what = "read" if level == Level.VIEW else "edit"
+            self.auth.deny(user, f"you may not {what} segmentation {table_id!r}")
+
     def may_read(self, user: User, table: AnnotationTable, level: Level) -> bool:
         return self.auth.may_use_table(user, table.read_permission, table.user_id, level,
                                        Level.VIEW)

@@ -7,6 +7,7 @@ Everything here returns plain Python values; the HTTP layer only serializes them
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import networkx as nx
@@ -139,13 +140,22 @@ def past_id_mapping(graph: SegmentationGraph, roots: np.ndarray, past: Any, futu
 
 
 def tabular_change_logs(
-    graph: SegmentationGraph, roots: np.ndarray, filtered: bool
+    graph: SegmentationGraph,
+    roots: np.ndarray,
+    filtered: bool,
+    user_names: Callable[[list[str]], dict[str, str]] | None = None,
 ) -> dict[str, str]:
-    """``{root: DataFrame.to_json()}`` (timestamps in epoch ms, as PyChunkedGraph). There is
-    no user directory yet, so ``user_name`` is the user id and the affiliation is empty."""
+    """``{root: DataFrame.to_json()}`` (timestamps in epoch ms, as PyChunkedGraph), with
+    ``user_name`` from ``user_names`` (user id -> name; the id itself when unknown) and an
+    empty ``user_affiliation`` (opencave keeps none)."""
     tables = graph.tabular_change_log(unique(roots), filtered=filtered)
+    users = sorted({str(u) for t in tables.values() for u in t["user_id"]})
+    names = user_names(users) if user_names and users else {}
     return {
-        str(root): table.assign(user_name=table["user_id"], user_affiliation="").to_json()
+        str(root): table.assign(
+            user_name=[names.get(str(u), str(u)) for u in table["user_id"]],
+            user_affiliation="",
+        ).to_json()
         for root, table in tables.items()
     }
 

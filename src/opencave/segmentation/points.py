@@ -60,6 +60,11 @@ def _squared(vectors: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", vectors, vectors)
 
 
+def is_node_id(value: object) -> bool:
+    """An id as JSON carries it: an integer in uint64 range (a float has lost precision)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64
+
+
 def parse_points(values: object, what: str) -> tuple[np.ndarray, np.ndarray]:
     """``[[id, x, y, z], ...]`` (ids exact, positions in nm) -> (ids, points (n, 3))."""
     if not isinstance(values, list) or not values:
@@ -72,11 +77,9 @@ def parse_points(values: object, what: str) -> tuple[np.ndarray, np.ndarray]:
             or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in item)
         ):
             raise InvalidRequest(f"each entry of {what} must be [id, x, y, z]; got {item!r}")
-        node = item[0]
-        # A float id has already lost precision: 64-bit ids must arrive as integers.
-        if not isinstance(node, int) or not 0 <= node < 2**64:
-            raise InvalidRequest(f"{what}: node id {node!r} is not a uint64 integer")
-        ids.append(node)
+        if not is_node_id(item[0]):
+            raise InvalidRequest(f"{what}: node id {item[0]!r} is not a uint64 integer")
+        ids.append(item[0])
         points.append([float(v) for v in item[1:]])
     pts = np.asarray(points, dtype=np.float64)
     if not np.all(np.isfinite(pts)):
