@@ -17,6 +17,7 @@ from .materialize.materializer import Materializer
 from .materialize.service import MaterializationService
 from .materialize.versions import Versions
 from .materialize.view import SegmentationView
+from .materialize.views import Views
 from .segmentation import SegmentationGraph
 from .segmentation.locate import SupervoxelLocator
 from .settings import Settings
@@ -45,6 +46,7 @@ class OpenCave:
         self.engine = QueryEngine(threads=settings.query_threads,
                                   memory_limit=settings.query_memory_limit)
         self.changes = ChangeFinder(self.data, self.tables, self.rows, self.engine)
+        self.views = Views(self.live)
         self._graphs: dict[str, SegmentationGraph] = {}
         self._graph_lock = threading.Lock()
 
@@ -63,7 +65,7 @@ class OpenCave:
     def materialization(self) -> MaterializationService:
         return MaterializationService(self.data, self.access, self.tables, self.versions,
                                       self.engine, self.changes, self.segmentation_view,
-                                      row_cap=self.settings.row_cap)
+                                      self.views, row_cap=self.settings.row_cap)
 
     def annotations(self) -> AnnotationService:
         return AnnotationService(self.data, self.info, self.tables, self.rows, self.access,

@@ -105,12 +105,42 @@ def unique_string_values(datastack: str, table: str,
 
 
 @_route("GET", "/datastack/{datastack}/version/{version}/views", apis=("v3",))
+def views(datastack: str, version: int, svc: MaterializationService = Depends(service),
+          user: User = Depends(current_user)) -> dict[str, Any]:
+    return svc.views(datastack, version, user=user)
+
+
 @_route("GET", "/datastack/{datastack}/version/{version}/views/schemas", apis=("v3",))
-def views(datastack: str, version: int,
-          svc: MaterializationService = Depends(service),
-             user: User = Depends(current_user)) -> dict[str, Any]:
-    svc.version(datastack, version, user=user)
-    return {}
+def view_schemas(datastack: str, version: int, svc: MaterializationService = Depends(service),
+                 user: User = Depends(current_user)) -> dict[str, Any]:
+    """``{}`` when there are none (the original answered 404, which crashes caveclient)."""
+    return svc.view_schemas(datastack, version, user=user)
+
+
+@_route("GET", "/datastack/{datastack}/version/{version}/views/{view}/metadata", apis=("v3",))
+def view_metadata(datastack: str, version: int, view: str,
+                  svc: MaterializationService = Depends(service),
+                  user: User = Depends(current_user)) -> dict[str, Any]:
+    return svc.view_metadata(datastack, version, view, user=user)
+
+
+@_route("GET", "/datastack/{datastack}/version/{version}/views/{view}/schema", apis=("v3",))
+def view_schema(datastack: str, version: int, view: str,
+                svc: MaterializationService = Depends(service),
+                user: User = Depends(current_user)) -> dict[str, Any]:
+    return svc.view_schema(datastack, version, view, user=user)
+
+
+@_route("POST", "/datastack/{datastack}/version/{version}/views/{view}/query", apis=("v3",))
+async def view_query(datastack: str, version: int, view: str, request: Request,
+                     random_sample: int | None = None, count: bool = False,
+                     return_pyarrow: bool = True,
+                     svc: MaterializationService = Depends(service),
+                     user: User = Depends(current_user)) -> Response:
+    body = await json_object(request)
+    result = await run_in_threadpool(svc.query_view, datastack, version, view, body,
+                                     random_sample=random_sample, count=count, user=user)
+    return _respond(result, return_pyarrow)
 
 
 @_route("POST", "/datastack/{datastack}/version/{version}/table/{table}/query")

@@ -87,6 +87,8 @@ class User:
 
 
 ANONYMOUS = User(0, "anonymous")
+#: opencave itself, for administrative work from the command line (never from a request).
+SYSTEM = User(-1, "system", admin=True)
 
 
 def hash_token(token: str) -> str:

@@ -167,6 +167,39 @@ def datastack_visibility(data: DataOption, name: Annotated[str, typer.Argument()
     typer.echo(f"{name} is {'public' if public else 'private'}")
 
 
+view_app = typer.Typer(help="Views: named read-only queries served like tables.",
+                       no_args_is_help=True)
+app.add_typer(view_app, name="view")
+
+
+@view_app.command("add")
+def view_add(data: DataOption, name: Annotated[str, typer.Argument()],
+             spec: Annotated[str, typer.Option(
+                 help='JSON: {"tables": [[table, column], [table, column]], "left_join": '
+                      'bool, "select_column_map": {...}, "suffix_map": {...}, '
+                      '"filters": {...}}, or @file.json')],
+             datastack: Annotated[str, typer.Option()] = "minnie65_public",
+             description: Annotated[str, typer.Option()] = "") -> None:
+    """Register a view; it is checked against the latest version's tables."""
+    import json
+
+    text = Path(spec[1:]).read_text() if spec.startswith("@") else spec
+    try:
+        definition = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"not JSON: {exc}", param_hint="--spec") from None
+    from ..materialize.views import View
+
+    with _instance(data) as cave:
+        cave.info.datastack(datastack)
+        view = View.from_spec(datastack, name, definition, description=description)
+        latest = cave.versions.latest(datastack)
+        if latest is not None:
+            cave.materialization().check_view(view, latest.version)
+        cave.views.add(view)
+    typer.echo(f"view {view.name} on {datastack}")
+
+
 @contextmanager
 def _instance(data: Path) -> Iterator[OpenCave]:
     from ..instance import OpenCave

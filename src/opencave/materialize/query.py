@@ -49,6 +49,8 @@ class Query:
     offset: int | None = None
     random_sample: int | None = None
     desired_resolution: tuple[float, float, float] | None = None
+    #: Keep rows of the first table that have no match in the second (views only).
+    left_join: bool = False
 
     @property
     def is_join(self) -> bool:
@@ -210,22 +212,22 @@ def compile_query(query: Query, data_dir: DataDir) -> CompiledQuery:
     ctes = []
     tables: dict[str, Any] = {}
     aliases = {r.name: f"t{i}" for i, r in enumerate(query.relations)}
+    # Filters go into each table's CTE (pushed into its scans), except on the optional side
+    # of a left join, where they must filter the joined rows instead.
+    outer = query.relations[1].name if query.left_join else None
     for relation in query.relations:
         cte_sql = _relation_cte(relation, data_dir, params, tables, aliases[relation.name])
-        filters = [f for f in query.filters if f.relation == relation.name]
-        where = []
-        for f in filters:
-            sql, values = f.sql("r")
-            where.append(sql)
-            params.extend(values)
-        condition = " AND ".join(where) if where else "TRUE"
+        inner = [f for f in query.filters if f.relation == relation.name != outer]
+        condition = _conditions(inner, "r", params)
         ctes.append(
             f"{aliases[relation.name]} AS (SELECT * FROM ({cte_sql}) AS r WHERE {condition})"
         )
     from_sql = _from_clause(query, aliases)
     outputs, select_sql, select_params = _projection(query, aliases)
-    body = f"WITH {', '.join(ctes)} SELECT {select_sql} FROM {from_sql}"
     params += select_params
+    joined = [f for f in query.filters if f.relation == outer]
+    where = _conditions(joined, aliases[outer], params) if outer else "TRUE"
+    body = f"WITH {', '.join(ctes)} SELECT {select_sql} FROM {from_sql} WHERE {where}"
     if query.random_sample:
         # Sample the filtered rows (exactly n of them, or all if fewer), then page.
         body = f"SELECT * FROM ({body}) USING SAMPLE reservoir({int(query.random_sample)} ROWS)"
@@ -243,6 +245,15 @@ def compile_query(query: Query, data_dir: DataDir) -> CompiledQuery:
         count_params=params + count_page_params,
         tables=tables,
     )
+
+
+def _conditions(filters: list[Filter], alias: str, params: list[Any]) -> str:
+    parts = []
+    for f in filters:
+        sql, values = f.sql(alias)
+        parts.append(sql)
+        params.extend(values)
+    return " AND ".join(parts) if parts else "TRUE"
 
 
 def _relation_cte(relation: Relation, data_dir: DataDir, params: list[Any],
@@ -312,7 +323,8 @@ def _from_clause(query: Query, aliases: Mapping[str, str]) -> str:
             f"{right.name}.{rcol.name} ({rcol.type.value})"
         )
     a, b = aliases[left.name], aliases[right.name]
-    return f'{a} JOIN {b} ON {a}."{lcol.name}" = {b}."{rcol.name}"'
+    how = "LEFT JOIN" if query.left_join else "JOIN"
+    return f'{a} {how} {b} ON {a}."{lcol.name}" = {b}."{rcol.name}"'
 
 
 def _selected(query: Query, relation: Relation) -> tuple[Column, ...]:
@@ -325,34 +337,44 @@ def _output_base(column: Column) -> str:
     return column.name[:-2] if column.role is Role.POSITION else column.name
 
 
-def _projection(query: Query, aliases: Mapping[str, str]
-                ) -> tuple[list[OutputColumn], str, list[Any]]:
+def output_columns(query: Query) -> list[OutputColumn]:
+    """The columns a query returns, named as the client sees them: the tables' selected
+    columns in order, positions as ``<point>_position_x/_y/_z``, and a table's suffix added
+    only to names that more than one table returns."""
     selected = {r.name: _selected(query, r) for r in query.relations}
     base_counts: dict[str, int] = {}
     for columns in selected.values():
         for base in {_output_base(c) for c in columns}:
             base_counts[base] = base_counts.get(base, 0) + 1
     outputs: list[OutputColumn] = []
-    expressions: list[str] = []
-    params: list[Any] = []
-    target = query.resolution
     for relation in query.relations:
-        alias = aliases[relation.name]
         suffix = query.suffixes.get(relation.name, "")
-        factors = [v / t for v, t in zip(relation.voxel_resolution, target, strict=True)]
         for column in selected[relation.name]:
             base = _output_base(column)
             renamed = base + suffix if base_counts[base] > 1 else base
-            if column.role is Role.POSITION:
-                name = f"{renamed}_{column.axis}"
-                factor = factors["xyz".index(column.axis or "x")]
-                expressions.append(_position_expression(alias, column.name, factor, name, params))
-            else:
-                name = renamed
-                expressions.append(f'{alias}."{column.name}" AS "{name}"')
+            name = f"{renamed}_{column.axis}" if column.role is Role.POSITION else renamed
             outputs.append(OutputColumn(name, relation.name, column))
-    if not expressions:
+    if not outputs:
         raise InvalidRequest("the selection is empty: select at least one column")
+    return outputs
+
+
+def _projection(query: Query, aliases: Mapping[str, str]
+                ) -> tuple[list[OutputColumn], str, list[Any]]:
+    outputs = output_columns(query)
+    relations = {r.name: r for r in query.relations}
+    expressions: list[str] = []
+    params: list[Any] = []
+    for out in outputs:
+        alias = aliases[out.relation]
+        column = out.column
+        if column.role is Role.POSITION:
+            axis = "xyz".index(column.axis or "x")
+            factor = relations[out.relation].voxel_resolution[axis] / query.resolution[axis]
+            expressions.append(_position_expression(alias, column.name, factor, out.name,
+                                                    params))
+        else:
+            expressions.append(f'{alias}."{column.name}" AS "{out.name}"')
     return outputs, ", ".join(expressions), params
 
 

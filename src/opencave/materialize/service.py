@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from ..annotation import AnnotationTable, AnnotationTables
-from ..auth import ANONYMOUS, Access, Level, User
-from ..errors import InvalidRequest, TableNotFound, describe_choices
+from ..auth import ANONYMOUS, SYSTEM, Access, Level, User
+from ..errors import InvalidRequest, TableNotFound, ViewNotFound, describe_choices
 from ..info import Datastack
 from ..schemas import ColumnType, Role
 from ..storage.files import DataDir
@@ -25,11 +25,12 @@ from ..timestamps import now, parse_timestamp, to_micros
 from .changes import ChangeFinder
 from .engine import QueryEngine, ResultStream
 from .filters import Filter, Op
-from .query import CompiledQuery, Query, compile_query, parse_query
+from .query import CompiledQuery, Query, compile_query, output_columns, parse_query
 from .relations import Relation
 from .snapshots import TableSnapshot
 from .versions import Version, Versions
 from .view import SegmentationView
+from .views import View, Views, view_query, view_schema
 
 
 @dataclass
@@ -44,9 +45,10 @@ class QueryResult:
 class MaterializationService:
     def __init__(self, data: DataDir, access: Access, tables: AnnotationTables,
                  versions: Versions, engine: QueryEngine, changes: ChangeFinder,
-                 segmentation: Callable[[str], SegmentationView], *,
+                 segmentation: Callable[[str], SegmentationView], views: Views, *,
                  row_cap: int | None = None):
         self.data = data
+        self.views_registry = views
         self.access = access
         self.tables = tables
         self.versions = versions
@@ -152,6 +154,73 @@ class MaterializationService:
         return self._run(query, count=False,
                          notices=[self._annotation_table(ds, n) for n in names])
 
+    # --- views -----------------------------------------------------------------------
+
+    def views(self, datastack: str, version: int, *,
+              user: User = ANONYMOUS) -> dict[str, dict[str, Any]]:
+        """Views answerable at this version (their tables exist and are readable)."""
+        return {view.name: view.metadata(self._view_parts(user, datastack, version, view)[1])
+                for view in self._available_views(user, datastack, version)}
+
+    def view_schemas(self, datastack: str, version: int, *,
+                     user: User = ANONYMOUS) -> dict[str, dict[str, Any]]:
+        return {view.name: self._view_schema(user, datastack, version, view)
+                for view in self._available_views(user, datastack, version)}
+
+    def view_metadata(self, datastack: str, version: int, name: str, *,
+                      user: User = ANONYMOUS) -> dict[str, Any]:
+        view = self._view_at(user, datastack, version, name)
+        return view.metadata(self._view_parts(user, datastack, version, view)[1])
+
+    def view_schema(self, datastack: str, version: int, name: str, *,
+                    user: User = ANONYMOUS) -> dict[str, Any]:
+        return self._view_schema(user, datastack, version,
+                                 self._view_at(user, datastack, version, name))
+
+    def query_view(self, datastack: str, version: int, name: str, body: Mapping[str, Any],
+                   *, random_sample: Any = None, count: bool = False,
+                   user: User = ANONYMOUS) -> QueryResult:
+        view = self._view_at(user, datastack, version, name)
+        relations, _ = self._view_parts(user, datastack, version, view)
+        query = view_query(view, relations, body, random_sample)
+        ds = self.access.datastack(user, datastack)
+        notices = [self._annotation_table(ds, r.name) for r in relations]
+        return self._run(query, count=count, notices=notices,
+                         extra_notice=view.notice_text)
+
+    def check_view(self, view: View, version: int) -> dict[str, Any]:
+        """Validate a view against a version's tables (as the system, which may read every
+        table); returns its schema."""
+        return self._view_schema(SYSTEM, view.datastack, version, view)
+
+    def _available_views(self, user: User, datastack: str, version: int) -> list[View]:
+        ds = self.access.datastack(user, datastack)
+        present = set(self._snapshots_of(self.versions.get(datastack, version)))
+        level = self.access.datastack_level(user, ds)
+        return [v for v in self.views_registry.list(datastack)
+                if set(v.table_names) <= present
+                and all(self.access.may_read(user, self._annotation_table(ds, t), level)
+                        for t in v.table_names)]
+
+    def _view_at(self, user: User, datastack: str, version: int, name: str) -> View:
+        view = self.views_registry.get(datastack, name)
+        if view not in self._available_views(user, datastack, version):
+            raise ViewNotFound(f"view {name!r} cannot be queried at version {version}: one "
+                               "of its tables is missing there or not readable", view=name)
+        return view
+
+    def _view_parts(self, user: User, datastack: str, version: int,
+                    view: View) -> tuple[list[Relation], tuple[float, float, float]]:
+        ds = self.access.datastack(user, datastack)
+        v = self.versions.get(datastack, version)
+        relations = [self._relation(user, ds, v, t) for t in view.table_names]
+        return relations, relations[0].voxel_resolution
+
+    def _view_schema(self, user: User, datastack: str, version: int,
+                     view: View) -> dict[str, Any]:
+        relations, _ = self._view_parts(user, datastack, version, view)
+        return view_schema(output_columns(view.base_query(relations)))
+
     def live_relation(self, user: User, ds: Datastack, table: str,
                       timestamp: datetime) -> Relation:
         meta = self._readable_table(user, ds, table)
@@ -194,8 +263,11 @@ class MaterializationService:
         notices = [self._annotation_table(ds, r.name) for r in relations]
         return self._run(query, count=count, notices=notices)
 
-    def _run(self, query: Query, *, count: bool, notices: list[AnnotationTable]) -> QueryResult:
+    def _run(self, query: Query, *, count: bool, notices: list[AnnotationTable],
+             extra_notice: str | None = None) -> QueryResult:
         warnings = [t.notice_text for t in notices if t.notice_text]
+        if extra_notice:
+            warnings.append(extra_notice)
         limit = query.limit
         if self.row_cap is not None and (limit is None or limit > self.row_cap):
             limit = self.row_cap
