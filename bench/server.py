@@ -3,6 +3,7 @@ it (``/proc``): resident set now, and the peak since the last reset."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -68,10 +69,8 @@ class MemoryWatch:
             self._stop.wait(self.interval)
 
     def __enter__(self) -> MemoryWatch:
-        try:  # reset the kernel's peak RSS (VmHWM) of the process
+        with contextlib.suppress(OSError):  # reset the kernel's peak RSS (VmHWM)
             Path(f"/proc/{self.pid}/clear_refs").write_text("5")
-        except OSError:
-            pass
         self._thread.start()
         return self
 

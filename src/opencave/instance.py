@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from .annotation import AnnotationTables
@@ -13,7 +14,7 @@ from .auth import Access, AuthService
 from .info import InfoService
 from .materialize.changes import ChangeFinder
 from .materialize.engine import QueryEngine
-from .materialize.materializer import Materializer
+from .materialize.materializer import MaterializationReport, Materializer
 from .materialize.service import MaterializationService
 from .materialize.versions import Versions
 from .materialize.view import SegmentationView
@@ -23,6 +24,7 @@ from .segmentation.locate import SupervoxelLocator
 from .settings import Settings
 from .storage import LiveStore
 from .storage.files import DataDir
+from .timestamps import now
 
 
 class OpenCave:
@@ -81,6 +83,18 @@ class OpenCave:
             locate=None if locator is None else locator.locate,
             get_roots=lambda ids, ts: graph.get_roots(ids, timestamp=ts),
         )
+
+    def new_version(self, datastack: str, timestamp: datetime | None = None,
+                    version: int | None = None) -> MaterializationReport:
+        """Materialize a version (now by default) with the expiry policy of the settings,
+        then expire versions that are due."""
+        timestamp = timestamp or now()
+        days = self.settings.version_lifetime_days
+        expires = timestamp + timedelta(days=days) if days else None
+        report = self.materializer().materialize(datastack, timestamp, version=version,
+                                                 expires_on=expires)
+        self.versions.expire(datastack, now())
+        return report
 
     def materializer(self) -> Materializer:
         return Materializer(self.data, self.info, self.tables, self.versions,

@@ -25,6 +25,13 @@ class Settings:
     query_threads: int | None = field(default_factory=lambda: _env_int("OPENCAVE_THREADS"))
     query_memory_limit: str | None = field(default_factory=lambda: os.environ.get(
         "OPENCAVE_MEMORY_LIMIT") or None)
+    #: Make a version of every datastack daily at this UTC time ("08:10"); None: never.
+    materialize_at: str | None = field(default_factory=lambda: os.environ.get(
+        "OPENCAVE_MATERIALIZE_AT") or None)
+    #: Days a new version stays listed before it expires; None keeps versions forever.
+    #: Expired versions stay on disk and queryable by number; they leave default listings.
+    version_lifetime_days: int | None = field(
+        default_factory=lambda: _env_int("OPENCAVE_VERSION_LIFETIME_DAYS"))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))

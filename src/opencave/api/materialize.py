@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -180,6 +181,26 @@ async def live_query(datastack: str, request: Request, random_sample: int | None
     return _respond(result, return_pyarrow)
 
 
+@_route("GET", "/datastack/{datastack}/table/{table}/diff", apis=("v3",))
+def table_diff(datastack: str, table: str, from_version: int | None = None,
+               to_version: int | None = None, from_timestamp: str | None = None,
+               to_timestamp: str | None = None, svc: MaterializationService = Depends(service),
+               user: User = Depends(current_user)) -> Response:
+    """What changed in a table between two versions or timestamps (Arrow): ``id``,
+    ``change`` (added / removed / roots_changed) and each root id before and after."""
+    before = _instant(from_version, from_timestamp, "from")
+    after = _instant(to_version, to_timestamp, "to")
+    rows = svc.diff(datastack, table, before, after, user=user)
+    return arrow_response(QueryResult(rows))
+
+
+def _instant(version: int | None, timestamp: str | None, side: str) -> int | datetime:
+    if (version is None) == (timestamp is None):
+        raise InvalidRequest(f"give exactly one of {side}_version and {side}_timestamp")
+    return version if version is not None else parse_timestamp(timestamp,
+                                                               field=f"{side}_timestamp")
+
+
 @_route("POST", "/datastack/{datastack}/versions", apis=("v3",))
 async def create_version(datastack: str, request: Request, oc: OpenCave = Depends(cave),
                          user: User = Depends(current_user)) -> dict[str, Any]:
@@ -192,8 +213,7 @@ async def create_version(datastack: str, request: Request, oc: OpenCave = Depend
     if number is not None and (isinstance(number, bool) or not isinstance(number, int)
                                or number < 1):
         raise InvalidRequest("version must be a positive integer")
-    report = await run_in_threadpool(oc.materializer().materialize, datastack, timestamp,
-                                     version=number)
+    report = await run_in_threadpool(oc.new_version, datastack, timestamp, number)
     return {**report.version.to_json(), "rows_rewritten": report.rows_rewritten,
             "bytes_written": report.bytes_written}
 

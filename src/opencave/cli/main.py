@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,6 +13,7 @@ import typer
 from rich.console import Console
 
 from ..errors import OpenCaveError
+from ..materialize.schedule import parse_daily_time
 from ..settings import Settings
 from ..storage.files import DataDir
 
@@ -39,12 +41,92 @@ def main() -> None:
 @app.command()
 def serve(data: DataOption, host: HostOption = "127.0.0.1", port: PortOption = 8000,
           row_cap: Annotated[int | None, typer.Option(
-              help="Cap rows per query like the original (default: no cap).")] = None) -> None:
+              help="Cap rows per query like the original (default: no cap).")] = None,
+          materialize_at: Annotated[str | None, typer.Option(
+              help="Make a version of every datastack daily at this UTC time, e.g. 08:10."
+          )] = None,
+          version_lifetime_days: Annotated[int | None, typer.Option(
+              help="Days new versions stay listed (default: forever).")] = None) -> None:
     """Serve a data directory over the CAVE-compatible HTTP API."""
-    settings = Settings(data_dir=data)
-    if row_cap is not None:
-        settings = replace(settings, row_cap=row_cap)
+    overrides = {"row_cap": row_cap, "materialize_at": materialize_at,
+                 "version_lifetime_days": version_lifetime_days}
+    settings = replace(Settings(data_dir=data),
+                       **{k: v for k, v in overrides.items() if v is not None})
+    if settings.materialize_at:
+        parse_daily_time(settings.materialize_at)
     _serve(settings, host, port)
+
+
+DatastackOption = Annotated[str, typer.Option(help="The datastack.")]
+
+
+@app.command()
+def materialize(data: DataOption, datastack: DatastackOption = "minnie65_public",
+                at: Annotated[str | None, typer.Option(
+                    help="Timestamp of the version (ISO 8601 or POSIX seconds; default now)."
+                )] = None,
+                version: Annotated[int | None, typer.Option(
+                    help="Its number (default: the next one).")] = None) -> None:
+    """Create a version of a datastack from the live state. Works while `opencave serve`
+    runs on the same data directory; the server lists the version as soon as it exists."""
+    from ..timestamps import parse_timestamp
+
+    with _instance(data) as cave, console.status(f"materializing {datastack} …"):
+        report = cave.new_version(datastack, parse_timestamp(at) if at else None, version)
+    changed = sum(report.rows_rewritten.values())
+    typer.echo(f"version {report.version.version} at {report.version.time_stamp.isoformat()}: "
+               f"{changed:,} rows rewritten, {report.bytes_written / 1e6:,.1f} MB written")
+
+
+@app.command()
+def diff(data: DataOption, table: Annotated[str, typer.Option(help="The table.")],
+         before: Annotated[str, typer.Option("--from", help="Version number or timestamp.")],
+         after: Annotated[str, typer.Option("--to", help="Version number or timestamp.")],
+         datastack: DatastackOption = "minnie65_public",
+         out: Annotated[Path | None, typer.Option(help="Write all rows to this Parquet file."
+                                                  )] = None) -> None:
+    """What changed in a table between two versions or timestamps."""
+    import pyarrow.parquet as pq
+
+    from ..auth import SYSTEM
+    from ..timestamps import parse_timestamp
+
+    def instant(text: str) -> int | datetime:
+        return int(text) if text.isdigit() and len(text) < 9 else parse_timestamp(text)
+
+    with _instance(data) as cave:
+        rows = cave.materialization().diff(datastack, table, instant(before), instant(after),
+                                           user=SYSTEM)
+    counts = rows.group_by("change").aggregate([("id", "count")]).to_pylist()
+    summary = ", ".join(f"{c['id_count']:,} {c['change']}" for c in counts) or "no changes"
+    typer.echo(f"{table} {before} → {after}: {summary}")
+    if out is not None:
+        pq.write_table(rows, out)
+        typer.echo(f"wrote {rows.num_rows:,} rows to {out}")
+
+
+versions_app = typer.Typer(help="Version policy: expiry and versions kept forever.",
+                           no_args_is_help=True)
+app.add_typer(versions_app, name="versions")
+
+
+@versions_app.command("expire")
+def versions_expire(data: DataOption, datastack: DatastackOption = "minnie65_public") -> None:
+    """Expire versions whose expires_on has passed (their data stays on disk)."""
+    from ..timestamps import now
+
+    with _instance(data) as cave:
+        done = cave.versions.expire(datastack, now())
+    typer.echo(f"expired: {', '.join(map(str, done)) or 'none'}")
+
+
+@versions_app.command("keep")
+def versions_keep(data: DataOption, version: Annotated[int, typer.Argument()],
+                  datastack: DatastackOption = "minnie65_public") -> None:
+    """Keep a version forever (no expiry), listing it again if it had expired."""
+    with _instance(data) as cave:
+        cave.versions.keep(datastack, version)
+    typer.echo(f"version {version} of {datastack} is kept forever")
 
 
 @app.command()

@@ -23,6 +23,7 @@ from ..schemas import ColumnType, Role
 from ..storage.files import DataDir
 from ..timestamps import now, parse_timestamp, to_micros
 from .changes import ChangeFinder
+from .diff import diff as diff_relations
 from .engine import QueryEngine, ResultStream
 from .filters import Filter, Op
 from .query import CompiledQuery, Query, compile_query, output_columns, parse_query
@@ -153,6 +154,20 @@ class MaterializationService:
             self._require_valid_roots(ds, query.filters, timestamp)
         return self._run(query, count=False,
                          notices=[self._annotation_table(ds, n) for n in names])
+
+    def diff(self, datastack: str, table: str, before: int | datetime, after: int | datetime,
+             *, user: User = ANONYMOUS) -> pa.Table:
+        """Rows added, removed and whose root ids changed between two versions or
+        timestamps (see :mod:`.diff`)."""
+        ds = self.access.datastack(user, datastack)
+        relations = [self._relation_at(user, ds, table, side) for side in (before, after)]
+        return diff_relations(self.engine, self.data, relations[0], relations[1])
+
+    def _relation_at(self, user: User, ds: Datastack, table: str,
+                     when: int | datetime) -> Relation:
+        if isinstance(when, datetime):
+            return self.live_relation(user, ds, table, self._live_timestamp(when))
+        return self._relation(user, ds, self.versions.get(ds.name, when), table)
 
     # --- views -----------------------------------------------------------------------
 

@@ -198,6 +198,27 @@ class Versions:
             )
         return self.get(version.datastack, version.version)
 
+    def expire(self, datastack: str, when: datetime) -> list[int]:
+        """Apply the expiry policy: available versions whose ``expires_on`` has passed leave
+        the default listings (their files stay; they remain queryable by number)."""
+        with self.live.begin() as conn:
+            due = conn.execute(sa.select(versions.c.id, versions.c.version).where(
+                versions.c.datastack == datastack, versions.c.status == Status.AVAILABLE,
+                versions.c.expires_on.is_not(None), versions.c.expires_on <= as_utc(when),
+            )).all()
+            if due:
+                conn.execute(versions.update().where(versions.c.id.in_([d.id for d in due]))
+                             .values(status=Status.EXPIRED))
+        return [d.version for d in due]
+
+    def keep(self, datastack: str, version: int) -> Version:
+        """Keep a version forever (an "LTS" version): no expiry, listed again."""
+        found = self.get(datastack, version)
+        with self.live.begin() as conn:
+            conn.execute(versions.update().where(versions.c.id == found.id)
+                         .values(expires_on=None, status=Status.AVAILABLE, valid=True))
+        return self.get(datastack, version)
+
     def fail(self, version: Version) -> None:
         with self.live.begin() as conn:
             conn.execute(

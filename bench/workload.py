@@ -1,0 +1,191 @@
+"""What the benchmark asks: the neurons and id sets of each case, picked once per datastack
+from the data itself (cached), and each case as a caveclient call and as the original's SQL.
+
+- Q1: one neuron's outputs (``synapse_query(pre_ids=r)``) and inputs (``post_ids=r``) at
+  v1718, for 8 neurons drawn at random (seeded) among the neurons with a nucleus.
+- Q2: synapses among the proofread neurons P (``query_table`` with ``filter_in_dict`` on pre
+  and post, ``desired_resolution=[1,1,1]``, ``split_positions=True``): P = the axon-proofread
+  cells of ``proofreading_status_and_strategy`` at v1181 (|P| = 1,436 on minnie65) and v1718
+  (2,275). A scaled datastack has fewer proofread cells; P is topped up to the real sizes with
+  the neurons of highest degree, then other roots of highest degree, so the ``IN`` lists are
+  as long as the tutorials'.
+- Q3: all synapses out of 2,000 neurons (random neurons, topped up by out-degree).
+- Q4: ``aibs_metamodel_celltypes_v661`` joined to ``nucleus_detection_v0`` (caveclient's
+  ``merge_reference``), ``cell_type = '23P'`` (the commonest type).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from opencave.instance import OpenCave
+
+from .layout import DATASTACK, CaveTable, reference_join_query, simple_query
+
+SYNAPSES = "synapses_pni_2"
+NUCLEI = "nucleus_detection_v0"
+CELL_TYPES = "aibs_metamodel_celltypes_v661"
+PROOFREADING = "proofreading_status_and_strategy"
+LATEST = 1718
+P_SIZES = {1181: 1436, 1718: 2275}
+Q3_NEURONS = 2000
+Q1_NEURONS = 8
+CELL_TYPE = "23P"
+PG_TABLES = (SYNAPSES, NUCLEI, CELL_TYPES)
+
+
+@dataclass
+class Picks:
+    q1_neurons: list[int]
+    proofread: dict[str, list[int]]  # version -> P
+    proofread_composition: dict[str, dict[str, int]]
+    q3_neurons: list[int]
+    cell_type: str
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, path: Path) -> Picks:
+        return cls(**json.loads(path.read_text()))
+
+
+def pick(cave: OpenCave, cache: Path, seed: int = 0, *, log=print) -> Picks:  # type: ignore[no-untyped-def]
+    if cache.exists():
+        return Picks.load(cache)
+    log("picking neurons and id sets from the datastack …")
+    svc = cave.materialization()
+    rng = np.random.default_rng([seed, 6])
+    con = duckdb.connect(":memory:")
+    con.execute("SET memory_limit = '2GB'")
+
+    def table(version: int, name: str, body: dict[str, Any] | None = None) -> pa.Table:
+        return svc.query_table(DATASTACK, version, name, body or {}).stream.read_all()
+
+    def degrees(version: int) -> tuple[dict[int, int], dict[int, int]]:
+        stream = svc.query_table(DATASTACK, version, SYNAPSES, {
+            "select_columns": ["pre_pt_root_id", "post_pt_root_id"]}).stream
+        reader = pa.RecordBatchReader.from_batches(stream.schema, iter(stream))  # noqa: F841
+        con.execute("CREATE OR REPLACE TABLE deg AS SELECT pre_pt_root_id AS pre, "
+                    "post_pt_root_id AS post FROM reader")
+        out = dict(con.sql("SELECT pre, count(*) FROM deg WHERE pre <> 0 GROUP BY pre")
+                   .fetchall())
+        inp = dict(con.sql("SELECT post, count(*) FROM deg WHERE post <> 0 GROUP BY post")
+                   .fetchall())
+        con.execute("DROP TABLE deg")
+        return out, inp
+
+    def neurons(version: int) -> list[int]:
+        types = table(version, CELL_TYPES).to_pandas()
+        nuclei = table(version, NUCLEI).to_pandas()
+        neuronal = types[types.classification_system.str.contains("neuron")
+                         & ~types.classification_system.str.contains("non")]
+        roots = nuclei[nuclei.id.isin(neuronal.target_id) & (nuclei.pt_root_id != 0)]
+        return sorted(set(roots.pt_root_id.astype(np.int64).tolist()))
+
+    def top_up(first: list[int], size: int, ranked_pools: list[list[int]]) -> tuple[
+            list[int], list[int]]:
+        chosen, seen, counts = [], set(), []
+        for pool in [first, *ranked_pools]:
+            taken = 0
+            for r in pool:
+                if len(chosen) >= size:
+                    break
+                if r not in seen:
+                    seen.add(r)
+                    chosen.append(int(r))
+                    taken += 1
+            counts.append(taken)
+        return chosen, counts
+
+    proofread, composition = {}, {}
+    latest_neurons: list[int] = []
+    out_latest: dict[int, int] = {}
+    in_latest: dict[int, int] = {}
+    for version, size in P_SIZES.items():
+        out, inp = degrees(version)
+        total = {r: out.get(r, 0) + inp.get(r, 0) for r in set(out) | set(inp)}
+        cells = neurons(version)
+        status = table(version, PROOFREADING, {"filter_equal_dict": {PROOFREADING: {
+            "status_axon": True}}}).to_pandas()
+        axons = sorted({int(r) for r in status.pt_root_id if r != 0})
+        by_degree = sorted(cells, key=lambda r: -total.get(r, 0))
+        others = [r for r, _ in sorted(total.items(), key=lambda kv: -kv[1])]
+        chosen, counts = top_up(axons, size, [by_degree, others])
+        proofread[str(version)] = chosen
+        composition[str(version)] = {"proofread": counts[0], "neurons": counts[1],
+                                     "other roots": counts[2]}
+        if version == LATEST:
+            latest_neurons, out_latest, in_latest = cells, out, inp
+    connected = [r for r in latest_neurons if out_latest.get(r) and in_latest.get(r)]
+    q1 = sorted(int(r) for r in rng.choice(connected, size=min(Q1_NEURONS, len(connected)),
+                                           replace=False))
+    sample = [int(r) for r in rng.permutation([r for r in latest_neurons
+                                               if out_latest.get(r)])]
+    by_out = [r for r, _ in sorted(out_latest.items(), key=lambda kv: -kv[1])]
+    q3, _ = top_up(sample[:Q3_NEURONS], Q3_NEURONS, [by_out])
+    con.close()
+    picks = Picks(q1, proofread, composition, q3, CELL_TYPE)
+    picks.save(cache)
+    return picks
+
+
+# -- the calls -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Call:
+    """One request of a case: ``kind`` says what, ``ids`` which roots, at ``version``."""
+
+    kind: str  # q1_out | q1_in | q2 | q3 | q4
+    version: int
+    ids: tuple[int, ...] = ()
+    label: str = ""
+
+
+def run_client(client: Any, call: Call) -> int:
+    """Make the call through caveclient exactly as a user would; return the row count."""
+    mat = client.materialize
+    if call.kind == "q1_out":
+        df = mat.synapse_query(pre_ids=call.ids[0], materialization_version=call.version)
+    elif call.kind == "q1_in":
+        df = mat.synapse_query(post_ids=call.ids[0], materialization_version=call.version)
+    elif call.kind == "q2":
+        ids = list(call.ids)
+        df = mat.query_table(SYNAPSES, filter_in_dict={"pre_pt_root_id": ids,
+                                                       "post_pt_root_id": ids},
+                             desired_resolution=[1, 1, 1], split_positions=True,
+                             materialization_version=call.version)
+    elif call.kind == "q3":
+        df = mat.synapse_query(pre_ids=list(call.ids), split_positions=True,
+                               materialization_version=call.version)
+    elif call.kind == "q4":
+        df = mat.query_table(CELL_TYPES, filter_equal_dict={"cell_type": CELL_TYPE},
+                             materialization_version=call.version)
+    else:
+        raise ValueError(call.kind)
+    return len(df)
+
+
+def postgres_sql(tables: dict[str, CaveTable], call: Call) -> str:
+    """The same query as the original server runs it against the version's database."""
+    syn = tables[SYNAPSES]
+    if call.kind == "q1_out":
+        return simple_query(syn, equal={"pre_pt_root_id": call.ids[0]})
+    if call.kind == "q1_in":
+        return simple_query(syn, equal={"post_pt_root_id": call.ids[0]})
+    if call.kind == "q2":
+        return simple_query(syn, within={"pre_pt_root_id": call.ids,
+                                         "post_pt_root_id": call.ids},
+                            desired_resolution=(1, 1, 1))
+    if call.kind == "q3":
+        return simple_query(syn, within={"pre_pt_root_id": call.ids})
+    if call.kind == "q4":
+        return reference_join_query(tables[CELL_TYPES], tables[NUCLEI],
+                                    equal={"cell_type": CELL_TYPE})
+    raise ValueError(call.kind)
