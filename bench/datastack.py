@@ -30,6 +30,7 @@ class SynthStats:
     #: delta segments and masks
     version_bytes: dict[str, int]
     version_rows: dict[str, int]  # synapse rows visible in each version
+    note: str = ""
 
 
 def directory(synapses: int, seed: int) -> Path:

@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -232,6 +233,24 @@ def q5(args: argparse.Namespace, server: Server, home: str, calls: dict[str, lis
     return out
 
 
+def revision() -> str:
+    """The opencave code measured: its git commit (``+dirty`` if src/ has changes), or
+    ``$OPENCAVE_BENCH_REVISION`` when running from an exported tree."""
+    import opencave
+
+    if os.environ.get("OPENCAVE_BENCH_REVISION"):
+        return os.environ["OPENCAVE_BENCH_REVISION"]
+    src = Path(opencave.__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "."],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def machine() -> dict[str, Any]:
     model = ""
     try:
@@ -246,7 +265,7 @@ def machine() -> dict[str, Any]:
         mem = 0
     import duckdb
 
-    return {"cpus": os.cpu_count(), "cpu": model, "memory": mem,
+    return {"cpus": os.cpu_count(), "cpu": model, "memory": mem, "revision": revision(),
             "disk_free": shutil.disk_usage(CACHE).free, "python": platform.python_version(),
             "duckdb": duckdb.__version__, "platform": platform.platform(),
             "argv": " ".join(sys.argv)}

@@ -62,3 +62,27 @@ def test_synth_rejects_tiny_datastacks(tmp_path: Path):
     result = subprocess.run([*OPENCAVE, "synth", "--out", str(tmp_path / "x"), "--synapses",
                              "100"], capture_output=True, text=True)
     assert result.returncode == 2 and "10,000" in result.stderr
+
+
+def test_materialize_runs_beside_a_server_which_lists_the_new_version(synth_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([*OPENCAVE, "serve", "--data", str(data), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_healthy(url, server)
+        versions = f"{url}/materialize/api/v3/datastack/minnie65_public/versions"
+        assert 1719 not in httpx.get(versions).json()
+        done = subprocess.run([*OPENCAVE, "materialize", "--data", str(data)],
+                              capture_output=True, text=True, check=True)
+        assert done.stdout.startswith("version 1719 at ")
+        assert 1719 in httpx.get(versions).json()
+        query = f"{url}/materialize/api/v3/datastack/minnie65_public/version/1719/table/"
+        assert httpx.post(query + "nucleus_detection_v0/query", json={}).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

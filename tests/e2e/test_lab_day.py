@@ -151,6 +151,37 @@ def test_a_lab_day(lab):
                                                   materialization_version=version), 403)
 
 
+def test_tables_can_be_described_renamed_and_retired_by_their_owner(lab):
+    alice, bob = client_for(lab, "alice"), client_for(lab, "bob")
+    alice.annotation.create_table("scratch", "bound_tag", "first words", [4, 4, 40],
+                                  read_permission="PUBLIC", write_permission="PRIVATE")
+    alice.annotation.update_metadata("scratch", description="better words",
+                                     notice_text="draft")
+    meta = alice.annotation.get_table_metadata("scratch")
+    assert meta["description"] == "better words" and meta["notice_text"] == "draft"
+    forbidden(lambda: bob.annotation.update_metadata("scratch", description="mine"), 403)
+    positions = pd.DataFrame({"pt_position": [[200_000, 150_000, 20_000]] * 3,
+                              "tag": ["a", "b", "c"]})
+    assert len(alice.annotation.post_annotation_df("scratch", positions,
+                                                   position_columns=["pt_position"])) == 3
+    forbidden(lambda: bob.annotation.delete_table("scratch"), 403)
+    alice.annotation.delete_table("scratch")
+    assert "scratch" not in alice.annotation.get_tables()
+
+
+def test_a_saved_token_file_is_used(lab, monkeypatch, tmp_path):
+    from caveclient import CAVEclient
+
+    url, tokens, _ = lab
+    monkeypatch.setenv("HOME", str(tmp_path))
+    CAVEclient(DS, server_address=url).auth.save_token(tokens["bob"],
+                                                       write_to_server_file=True)
+    bob = CAVEclient(DS, server_address=url)  # no auth_token: read from the file
+    bob.annotation.create_table("bob_tags", "bound_tag", "from a token file", [4, 4, 40])
+    meta = bob.annotation.get_table_metadata("bob_tags")
+    assert meta["user_id"] == str(lab[2].auth.user("bob").id)
+
+
 def test_bad_batches_are_rejected_whole(lab):
     alice = client_for(lab, "alice")
     before = alice.annotation.get_annotation_count("lab_tags")

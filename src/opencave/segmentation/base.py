@@ -100,6 +100,39 @@ def make_runs(sorted_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sorted_ids[starts], np.concatenate([starts, [n]]).astype(np.int64)
 
 
+class RunBuilder:
+    """:func:`make_runs` over ids appended in batches (ascending across batches)."""
+
+    def __init__(self) -> None:
+        self._starts: list[np.ndarray] = []
+        self._pos: list[np.ndarray] = []
+        self._n = 0
+        self._last: int | None = None
+
+    def add(self, sorted_ids: np.ndarray) -> None:
+        if len(sorted_ids) == 0:
+            return
+        starts, pos = make_runs(sorted_ids)
+        pos = pos[:-1]
+        if self._last is not None and int(sorted_ids[0]) == self._last + 1:
+            starts, pos = starts[1:], pos[1:]  # the previous batch's last run goes on
+        self._starts.append(starts)
+        self._pos.append(pos + self._n)
+        self._n += len(sorted_ids)
+        self._last = int(sorted_ids[-1])
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        starts = np.concatenate([np.zeros(0, np.uint64), *self._starts])
+        return starts, np.concatenate([*self._pos, [self._n]]).astype(np.int64)
+
+
+def ids_at_runs(run_start: np.ndarray, run_pos: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The ids at ``positions`` (all valid) of the sorted array described by its runs."""
+    positions = np.asarray(positions, dtype=np.int64)
+    run = np.searchsorted(run_pos, positions, side="right") - 1
+    return run_start[run] + (positions - run_pos[run]).astype(np.uint64)
+
+
 def lookup_runs(run_start: np.ndarray, run_pos: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Positions of ``ids`` in the sorted array described by its runs; -1 where absent."""
     ids = np.asarray(ids, dtype=np.uint64)

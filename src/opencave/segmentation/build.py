@@ -1,32 +1,49 @@
-"""Bulk construction of the base graph from supervoxel ids and atomic edges.
+"""Bulk construction of the base graph from supervoxel ids and atomic edges, streamed.
 
-Vectorized end to end: the edges are mapped to supervoxel positions, made canonical
-(a < b), sorted and deduplicated once; the hierarchy comes from one connected-components
-pass per layer over a shrinking contracted graph (:mod:`.layers`). Ids are deterministic:
-nodes are numbered per chunk in order of their smallest supervoxel, roots in the same order
-from ``root_segment_start``. ``meta.json`` is written last, so a directory with a
-``meta.json`` always holds a complete graph.
+Inputs arrive in batches (supervoxels sorted, edges in any order) and every output array is
+written to disk as it is produced, so memory stays bounded by the batch size plus about five
+bytes per unit of the layer being grouped, however large the graph (10⁹ supervoxels fit):
+
+1. supervoxels are appended to ``ids.npy``; runs of consecutive ids index them;
+2. edges become supervoxel positions, canonical (a < b), and go to bucket files by range
+   of ``a`` (an external distribution sort, :mod:`.buckets`);
+3. per range of whole chunks, the bucket is sorted and deduplicated (the largest affinity
+   wins), appended to the edge arrays, and the range's supervoxels are grouped into
+   layer-2 nodes (:mod:`.slabs`);
+4. layers 3 … top-1 group what the layer below left, slab by slab (:mod:`.slabs`);
+5. the roots: one per component left at the top or dropped below for having no edge.
+
+Ids are deterministic and independent of the batch sizes: nodes are numbered per chunk in
+order of their smallest supervoxel, roots in the same order from ``root_segment_start``.
+``meta.json`` is written last, so a directory with a ``meta.json`` holds a complete graph.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import shutil
+from collections.abc import Iterable, Iterator
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import Conflict, InvalidRequest, describe_choices
-from .arrays import components, first_occurrences, ptr_from_counts, ranges, unique
-from .base import BaseMeta, lookup_runs, make_runs
+from ..progress import Steps, steps
+from .arrays import unique
+from .base import ARRAYS, BaseMeta, ids_at_runs, lookup_runs
+from .buckets import Buckets
 from .ids import ChunkGeometry, IdLayout, as_ids
-from .layers import LayerNodes, Units, build_layers, mint_in_chunks
+from .npyfile import NpyFile
+from .slabs import Grouping, Outputs, batch_cuts, chunk_starts
 
-#: Supervoxels per batch of the streamed layer-2 pass (bounds memory).
+#: Supervoxels (or units) per slab of the grouping, and per batch of the in-memory inputs.
 BATCH_NODES = 4_000_000
+
+#: An edge batch: ids of one end, ids of the other end, affinities (None: all 1.0).
+EdgeBatch = tuple[object, object, object | None]
 
 
 def build_base(
@@ -40,44 +57,67 @@ def build_base(
     affinities: object | None,
     timestamp_us: int,
     root_segment_start: int,
-    progress: bool = False,
+    progress: bool | Steps = False,
     batch_nodes: int = BATCH_NODES,
 ) -> BaseMeta:
+    """Build from in-memory arrays: supervoxel ids in any order (duplicates allowed) and
+    edges ``(n, 2)``."""
+    sv = unique(as_ids(supervoxel_ids))
+    pairs, aff = _edge_arrays(edges, affinities)
+    step = max(1, batch_nodes)
+    return build_base_streamed(
+        directory,
+        table_id=table_id,
+        layout=layout,
+        geometry=geometry,
+        supervoxels=(sv[i : i + step] for i in range(0, len(sv), step)),
+        edges=(
+            (pairs[i : i + step, 0], pairs[i : i + step, 1], aff[i : i + step])
+            for i in range(0, len(pairs), step)
+        ),
+        timestamp_us=timestamp_us,
+        root_segment_start=root_segment_start,
+        progress=progress,
+        batch_nodes=batch_nodes,
+    )
+
+
+def build_base_streamed(
+    directory: Path,
+    *,
+    table_id: str,
+    layout: IdLayout,
+    geometry: ChunkGeometry,
+    supervoxels: Iterable[object],
+    edges: Iterable[EdgeBatch],
+    timestamp_us: int,
+    root_segment_start: int,
+    progress: bool | Steps = False,
+    batch_nodes: int = BATCH_NODES,
+) -> BaseMeta:
+    """Build from batches: ``supervoxels`` yields sorted id arrays (ascending across
+    batches, no duplicates), ``edges`` yields ``(a, b, affinities)`` in any order."""
     directory = Path(directory)
     if (directory / "meta.json").exists():
         raise Conflict(f"a segmentation graph already exists in {directory}")
     directory.mkdir(parents=True, exist_ok=True)
-    with _progress(progress, layout.n_layers + 2) as step:
-        sv = _prepare_supervoxels(layout, supervoxel_ids)
-        step("supervoxels")
-        ea, eb = _prepare_edges(directory, sv, edges, affinities)
-        step("edges")
-        writer = _NodeWriter(layout, sv, root_segment_start)
-        units, ea, eb = writer.layer2(ea, eb, batch_nodes)
-        step("layer 2")
-        build_layers(
-            layout,
-            units,
-            ea,
-            eb,
-            writer.allocate,
-            writer.record,
-            start_layer=3,
-            on_progress=lambda layer: step(f"layer {layer}"),
-        )
-        del ea, eb, units
-        n_nodes, n_roots = writer.save(directory)
-        step("nodes")
+    with _bar(progress) as bar:
+        builder = _Builder(directory, layout, root_segment_start, batch_nodes, bar)
+        try:
+            builder.run(supervoxels, edges)
+        except BaseException:
+            builder.discard()
+            raise
     meta = BaseMeta(
         table_id=table_id,
         layout=layout,
         geometry=geometry,
         base_timestamp=timestamp_us,
         root_segment_start=root_segment_start,
-        n_supervoxels=len(sv),
-        n_nodes=n_nodes,
-        n_edges=int(np.load(directory / "edge_a.npy", mmap_mode="r").shape[0]),
-        n_roots=n_roots,
+        n_supervoxels=builder.n_sv,
+        n_nodes=builder.out.ids.length - builder.n_sv,
+        n_edges=builder.n_edges,
+        n_roots=builder.n_roots,
     )
     tmp = directory / "meta.json.partial"
     tmp.write_text(json.dumps(meta.to_json(), indent=2))
@@ -85,38 +125,16 @@ def build_base(
     return meta
 
 
-def _prepare_supervoxels(layout: IdLayout, supervoxel_ids: object) -> np.ndarray:
-    sv = unique(as_ids(supervoxel_ids))
-    if len(sv) and sv[0] == 0:
-        raise InvalidRequest("supervoxel id 0 is reserved for 'no segment'")
-    bad = (sv >> np.uint64(56)) != 1
-    if np.any(bad):
-        raise InvalidRequest(
-            f"supervoxel ids must be layer-1 ids; got {describe_choices(sv[bad][:5].tolist())}"
-        )
-    # Sorted supervoxels list their chunks in order: check the (few) distinct chunks only.
-    chunks = unique(layout.chunk_id(sv[_chunk_starts(layout, sv)]))
-    limit = layout.grid_limit()
-    if any(np.any(c >= limit) for c in layout.chunk_coordinates(chunks)):
-        raise InvalidRequest(
-            f"chunk coordinates must stay below {limit} so that one top-layer chunk holds "
-            f"every root (n_layers={layout.n_layers})"
-        )
-    return sv
+@contextlib.contextmanager
+def _bar(progress: bool | Steps) -> Iterator[Steps]:
+    if isinstance(progress, Steps):
+        yield progress
+    else:
+        with steps(bool(progress)) as bar:
+            yield bar
 
 
-def _chunk_starts(layout: IdLayout, sv: np.ndarray) -> np.ndarray:
-    """Positions where a new layer-1 chunk begins in sorted supervoxel ids."""
-    chunk = sv >> np.uint64(layout.segment_bits(1))
-    starts = np.ones(len(sv), dtype=bool)
-    starts[1:] = chunk[1:] != chunk[:-1]
-    return np.flatnonzero(starts)
-
-
-def _prepare_edges(
-    directory: Path, sv: np.ndarray, edges: object, affinities: object | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Canonical, deduplicated edges as positions into ``sv``; writes the edge arrays."""
+def _edge_arrays(edges: object, affinities: object | None) -> tuple[np.ndarray, np.ndarray]:
     pairs = np.asarray(edges)
     if pairs.size == 0:
         pairs = np.zeros((0, 2), dtype=np.uint64)
@@ -129,202 +147,210 @@ def _prepare_edges(
     )
     if len(aff) != len(pairs):
         raise InvalidRequest(f"{len(aff)} affinities for {len(pairs)} edges")
-    if np.any(~np.isfinite(aff) & ~np.isposinf(aff)) or np.any(aff < 0):
-        raise InvalidRequest("affinities must be non-negative numbers")
-    run_start, run_pos = make_runs(sv)
-    ea = _positions(run_start, run_pos, pairs[:, 0])
-    eb = _positions(run_start, run_pos, pairs[:, 1])
-    missing = (ea < 0) | (eb < 0)
-    if np.any(missing):
-        bad = unique(pairs[missing].reshape(-1))[:5]
-        raise InvalidRequest(f"edges name unknown supervoxels, e.g. {bad.tolist()}")
-    del pairs
-    ea, eb = np.minimum(ea, eb), np.maximum(ea, eb)
-    loop = ea == eb
-    if np.any(loop):
-        ea, eb, aff = ea[~loop], eb[~loop], aff[~loop]
-    n = max(len(sv), 1)
-    key = ea * n + eb
-    del ea, eb
-    if len(key) > 1 and np.any(key[1:] < key[:-1]):
-        order = np.argsort(key)
-        key, aff = key[order], aff[order]
-        del order
-    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else key
-    if len(starts) < len(key):
-        # Duplicate edges keep their largest affinity.
-        key, aff = key[starts], np.maximum.reduceat(aff, starts)
-    del starts
-    index_dtype = np.int32 if len(sv) < 2**31 - 1 else np.int64
-    ea, eb = (key // n).astype(index_dtype), (key % n).astype(index_dtype)
-    del key
-    _save(directory, "edge_a", sv[ea])
-    _save(directory, "edge_b", sv[eb])
-    _save(directory, "edge_aff", aff)
-    _save(directory, "edge_ptr_a", ptr_from_counts(np.bincount(ea, minlength=len(sv))))
-    _save(directory, "edge_order_b", np.argsort(eb, kind="stable"))
-    _save(directory, "edge_ptr_b", ptr_from_counts(np.bincount(eb, minlength=len(sv))))
-    return ea, eb
+    return pairs, aff
 
 
-def _positions(run_start: np.ndarray, run_pos: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Supervoxel positions of ``ids`` in slices, bounding the lookup's temporaries."""
-    out = np.empty(len(ids), dtype=np.int64)
-    step = 1 << 24
-    for lo in range(0, len(ids), step):
-        out[lo : lo + step] = lookup_runs(run_start, run_pos, as_ids(ids[lo : lo + step]))
-    return out
+def _edge_records(n_sv: int) -> np.dtype:
+    index = np.int32 if n_sv < 2**31 - 1 else np.int64
+    return np.dtype([("a", index), ("b", index), ("w", np.float32)])
 
 
-class _NodeWriter:
-    """Allocates deterministic ids for the builder and collects nodes, children, parents."""
+class _Builder:
+    """One build: the output files, the work directory and the counts."""
 
-    def __init__(self, layout: IdLayout, sv: np.ndarray, root_segment_start: int) -> None:
+    def __init__(
+        self, directory: Path, layout: IdLayout, root_segment_start: int, batch_nodes: int,
+        bar: Steps,
+    ) -> None:
         self.layout = layout
-        self.sv = sv
         self.root_segment_start = root_segment_start
-        self.offset = len(sv)  # position of the next layer's first node
-        self.parent_sv = np.zeros(len(sv), dtype=np.uint64)
-        self.layer_ids: list[np.ndarray] = []
-        self.layer_parents: list[np.ndarray] = []
-        self.layer_offsets: list[int] = []
-        self.child_counts: list[np.ndarray] = []
-        self.children: list[np.ndarray] = []
+        self.batch_nodes = max(1, batch_nodes)
+        self.bar = bar
+        self.work = directory / ".build"
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir()
+        self.out = Outputs(directory)
+        self.edges = {
+            name: NpyFile(directory / f"{name}.npy", dtype)
+            for name, dtype in (("edge_a", np.uint64), ("edge_b", np.uint64),
+                                ("edge_aff", np.float32), ("edge_ptr_a", np.int64),
+                                ("edge_order_b", np.int64), ("edge_ptr_b", np.int64))
+        }
+        self.n_sv = 0
+        self.n_edges = 0
         self.n_roots = 0
+        self.sv_runs = (np.zeros(0, np.uint64), np.zeros(1, np.int64))
 
-    def layer2(
-        self, ea: np.ndarray, eb: np.ndarray, batch_nodes: int
-    ) -> tuple[Units, np.ndarray, np.ndarray]:
-        """Layer 2, streamed over chunk-aligned batches of supervoxels (edges sorted by
-        ``ea``) to bound memory. Returns the layer-2 nodes as units and the edges between
-        them (every intra-chunk edge ends up inside a layer-2 node)."""
-        sv, n = self.sv, len(self.sv)
-        unit_of_sv = np.empty(n, dtype=ea.dtype)
-        parts: dict[str, list[np.ndarray]] = {"ids": [], "counts": [], "children": [], "sv": []}
-        n_units = 0
-        for lo, hi in pairwise(_batch_cuts(self.layout, sv, batch_nodes)):
-            e_lo, e_hi = np.searchsorted(ea, [lo, hi])
-            a, b = ea[e_lo:e_hi] - lo, eb[e_lo:e_hi] - lo
-            chunk = sv[lo:hi] >> np.uint64(self.layout.segment_bits(1))
-            inside = b < hi - lo
-            a, b = a[inside], b[inside]
-            same = chunk[a] == chunk[b]
-            labels, k = components(hi - lo, a[same], b[same])
-            first = first_occurrences(labels, k)
-            # Components come in order of their smallest supervoxel, hence of their chunk:
-            # minted per chunk from 1, the ids are sorted and independent of the batching.
-            ids, _ = mint_in_chunks(self.layout.chunk_id_at_layer(sv[lo + first], 2), 0)
-            self._check_segments(ids, 2)
-            self.parent_sv[lo:hi] = ids[labels]
-            parts["ids"].append(ids)
-            parts["counts"].append(np.bincount(labels, minlength=k))
-            parts["children"].append(sv[lo:hi][np.argsort(labels, kind="stable")])
-            parts["sv"].append(sv[lo + first])
-            unit_of_sv[lo:hi] = labels + n_units
-            n_units += k
-        ids = np.concatenate(parts["ids"]) if parts["ids"] else np.zeros(0, np.uint64)
-        self._add_layer(
-            ids,
-            _concat(parts["counts"], np.int64),
-            _concat(parts["children"], np.uint64),
-        )
-        keys = len(sv) + np.arange(len(ids), dtype=np.int64)
-        units = Units(ids, keys, _concat(parts["sv"], np.uint64))
-        ua, ub = unit_of_sv[ea], unit_of_sv[eb]
-        del unit_of_sv
-        cross = ua != ub
-        return units, ua[cross], ub[cross]
+    def run(self, supervoxels: Iterable[object], edges: Iterable[EdgeBatch]) -> None:
+        starts = self._supervoxels(supervoxels)
+        cuts = batch_cuts(starts, self.n_sv, self.batch_nodes)
+        buckets = self._distribute(edges, cuts)
+        grouping = Grouping(self.layout, self.out, self.work, self.batch_nodes, self.bar)
+        layer2 = grouping.start(self.n_sv)
+        by_b = Buckets(self.work / "by_b", cuts[:-1], [("b", np.int64), ("i", np.int64)])
+        task = self.bar.task("segmentation graph: edges and layer 2", self.n_sv)
+        self.edges["edge_ptr_a"].append([0])
+        for i, (lo, hi) in enumerate(pairwise(cuts.tolist())):
+            ea, eb = self._edges_of(buckets, i, lo, hi, by_b)
+            svs = self.out.ids.read(lo, hi)
+            grouping.slab(layer2, lo, hi, np.arange(lo, hi, dtype=np.int64), svs, svs, ea, eb)
+            self.bar.advance(task, hi - lo)
+        buckets.remove()
+        self._edges_by_b(by_b, cuts)
+        units = grouping.finish(layer2)
+        for layer in range(3, self.layout.n_layers):
+            units = grouping.layer(layer, units)
+        self.n_roots = grouping.roots(units, self.root_segment_start)
+        self._finish()
 
-    def _check_segments(self, ids: np.ndarray, layer: int) -> None:
-        if len(ids) and int(self.layout.segment(ids).max()) > self.layout.max_segment(layer):
-            raise InvalidRequest(f"a layer-{layer} chunk holds more nodes than its ids allow")
+    # -- 1. supervoxels ----------------------------------------------------------------------
+    def _supervoxels(self, batches: Iterable[object]) -> np.ndarray:
+        """Append the supervoxels to ``ids.npy``; returns the positions where chunks start."""
+        task = self.bar.task("segmentation graph: supervoxels")
+        starts: list[np.ndarray] = []
+        last = -1
+        for batch in batches:
+            ids = as_ids(batch)
+            if len(ids) == 0:
+                continue
+            _check_supervoxels(self.layout, ids, last)
+            begin = chunk_starts(self.layout, ids)
+            if last >= 0 and self.layout.chunk_id(ids[:1])[0] == self.layout.chunk_id(
+                    np.array([last], np.uint64))[0]:
+                begin = begin[1:]
+            starts.append(begin + self.n_sv)
+            self.out.append_nodes(ids)
+            self.n_sv += len(ids)
+            last = int(ids[-1])
+            self.bar.advance(task, len(ids))
+        self.bar.done(task)
+        self.sv_runs = self.out.runs.arrays()
+        return np.concatenate(starts) if starts else np.zeros(0, np.int64)
 
-    def _add_layer(self, ids: np.ndarray, counts: np.ndarray, children: np.ndarray) -> None:
-        self.layer_ids.append(ids)
-        self.layer_offsets.append(self.offset)
-        self.layer_parents.append(np.zeros(len(ids), dtype=np.uint64))
-        self.child_counts.append(counts)
-        self.children.append(children)
-        self.offset += len(ids)
+    # -- 2. edges to buckets -----------------------------------------------------------------
+    def _distribute(self, batches: Iterable[EdgeBatch], cuts: np.ndarray) -> Buckets:
+        task = self.bar.task("segmentation graph: edges in")
+        records = _edge_records(self.n_sv)
+        buckets = Buckets(self.work / "edges", cuts[:-1], records)
+        for a_ids, b_ids, affinities in batches:
+            a, b, aff = self._edge_batch(a_ids, b_ids, affinities)
+            lo, hi = np.minimum(a, b), np.maximum(a, b)
+            keep = lo != hi
+            rec = np.empty(int(keep.sum()), dtype=records)
+            rec["a"], rec["b"], rec["w"] = lo[keep], hi[keep], aff[keep]
+            buckets.add(rec["a"], rec)
+            self.bar.advance(task, len(a))
+        self.bar.done(task)
+        return buckets
 
-    def allocate(
-        self, layer: int, chunk_ids: np.ndarray, ptr: np.ndarray, children: np.ndarray
+    def _edge_batch(
+        self, a_ids: object, b_ids: object, affinities: object | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Supervoxel positions of both ends, and the affinities, validated."""
+        a_ids, b_ids = as_ids(a_ids), as_ids(b_ids)
+        if len(a_ids) != len(b_ids):
+            raise InvalidRequest(f"{len(a_ids)} edge ends against {len(b_ids)}")
+        aff = (np.ones(len(a_ids), dtype=np.float32) if affinities is None
+               else np.asarray(affinities, dtype=np.float32).reshape(-1))
+        if len(aff) != len(a_ids):
+            raise InvalidRequest(f"{len(aff)} affinities for {len(a_ids)} edges")
+        if np.any(~np.isfinite(aff) & ~np.isposinf(aff)) or np.any(aff < 0):
+            raise InvalidRequest("affinities must be non-negative numbers")
+        run_start, run_pos = self.sv_runs
+        a = lookup_runs(run_start, run_pos, a_ids)
+        b = lookup_runs(run_start, run_pos, b_ids)
+        missing = (a < 0) | (b < 0)
+        if np.any(missing):
+            bad = unique(np.concatenate([a_ids[missing], b_ids[missing]]))[:5]
+            raise InvalidRequest(f"edges name unknown supervoxels, e.g. {bad.tolist()}")
+        return a, b, aff
+
+    # -- 3. final edge arrays ----------------------------------------------------------------
+    def _edges_of(
+        self, buckets: Buckets, index: int, lo: int, hi: int, by_b: Buckets
     ) -> tuple[np.ndarray, np.ndarray]:
-        k = len(chunk_ids)
-        if layer == self.layout.n_layers:
-            last = self.root_segment_start + k - 1
-            if k and last > self.layout.max_segment(layer):
-                raise InvalidRequest("root_segment_start leaves too few root ids")
-            segments = np.arange(k, dtype=np.uint64) + np.uint64(self.root_segment_start)
-            ids = np.uint64(self.layout.root_chunk()) | segments
-            order = np.arange(k)
-            self.n_roots = k
-        else:
-            ids, order = mint_in_chunks(chunk_ids, 0)
-            self._check_segments(ids, layer)
-        keys = np.empty(k, dtype=np.int64)
-        keys[order] = self.offset + np.arange(k, dtype=np.int64)
-        return ids, keys
+        """The sorted, deduplicated edges whose smaller end lies in ``[lo, hi)``, appended to
+        the edge arrays; returns their two ends as positions."""
+        rec = buckets.read(index)
+        buckets.drop(index)
+        n = max(self.n_sv, 1)
+        key = rec["a"].astype(np.int64) * n + rec["b"]
+        aff = rec["w"]
+        del rec
+        if len(key) > 1 and np.any(key[1:] < key[:-1]):
+            order = np.argsort(key)
+            key, aff = key[order], aff[order]
+        if len(key):
+            starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+            if len(starts) < len(key):
+                # Duplicate edges keep their largest affinity.
+                key, aff = key[starts], np.maximum.reduceat(aff, starts)
+        ea, eb = key // n, key % n
+        run_start, run_pos = self.sv_runs
+        first = self.n_edges
+        self.edges["edge_a"].append(ids_at_runs(run_start, run_pos, ea))
+        self.edges["edge_b"].append(ids_at_runs(run_start, run_pos, eb))
+        self.edges["edge_aff"].append(aff)
+        counts = np.bincount(ea - lo, minlength=hi - lo)
+        self.edges["edge_ptr_a"].append(first + np.cumsum(counts))
+        order_b = np.empty(len(eb), dtype=by_b.dtype)
+        order_b["b"], order_b["i"] = eb, first + np.arange(len(eb))
+        by_b.add(eb, order_b)
+        self.n_edges += len(eb)
+        return ea, eb
 
-    def record(self, nodes: LayerNodes) -> None:
-        counts = np.diff(nodes.ptr)
-        owner_ids = np.repeat(nodes.ids, counts)
-        self._set_parents(nodes.child_keys, owner_ids)
-        order = np.argsort(nodes.keys, kind="stable")
-        idx, _ = ranges(nodes.ptr[:-1][order], nodes.ptr[1:][order])
-        self._add_layer(nodes.ids[order], counts[order], nodes.children[idx])
+    def _edges_by_b(self, by_b: Buckets, cuts: np.ndarray) -> None:
+        """The permutation of the edges by their larger end, and its CSR."""
+        self.edges["edge_ptr_b"].append([0])
+        seen = 0
+        for i, (lo, hi) in enumerate(pairwise(cuts.tolist())):
+            rec = by_b.read(i)
+            by_b.drop(i)
+            order = np.argsort(rec["b"], kind="stable")
+            self.edges["edge_order_b"].append(rec["i"][order])
+            counts = np.bincount(rec["b"] - lo, minlength=int(hi - lo))
+            self.edges["edge_ptr_b"].append(seen + np.cumsum(counts))
+            seen += len(rec)
+        by_b.remove()
 
-    def _set_parents(self, child_keys: np.ndarray, parents: np.ndarray) -> None:
-        is_sv = child_keys < len(self.sv)
-        self.parent_sv[child_keys[is_sv]] = parents[is_sv]
-        rest = np.flatnonzero(~is_sv)
-        if len(rest) == 0:
-            return
-        which = np.searchsorted(self.layer_offsets, child_keys[rest], side="right") - 1
-        for i in unique(which):
-            sel = rest[which == i]
-            self.layer_parents[i][child_keys[sel] - self.layer_offsets[i]] = parents[sel]
+    # -- 5. files ----------------------------------------------------------------------------
+    def _finish(self) -> None:
+        run_start, run_pos = self.out.runs.arrays()
+        directory = self.out.directory
+        np.save(directory / "run_start.npy", run_start)
+        np.save(directory / "run_pos.npy", run_pos)
+        self.out.close()
+        for f in self.edges.values():
+            f.close()
+        shutil.rmtree(self.work, ignore_errors=True)
 
-    def save(self, directory: Path) -> tuple[int, int]:
-        ids = np.concatenate([self.sv, *self.layer_ids])
-        run_start, run_pos = make_runs(ids)
-        _save(directory, "ids", ids)
-        del ids
-        _save(directory, "run_start", run_start)
-        _save(directory, "run_pos", run_pos)
-        _save(directory, "parent", np.concatenate([self.parent_sv, *self.layer_parents]))
-        _save(directory, "child_ptr", ptr_from_counts(np.concatenate(self.child_counts)))
-        _save(directory, "children", np.concatenate(self.children))
-        return self.offset - len(self.sv), self.n_roots
-
-
-def _batch_cuts(layout: IdLayout, sv: np.ndarray, batch: int) -> np.ndarray:
-    """Batch boundaries at chunk starts, about ``batch`` supervoxels apart."""
-    starts = _chunk_starts(layout, sv)
-    wanted = np.searchsorted(starts, np.arange(0, len(sv), batch))
-    return unique(np.concatenate([starts[np.minimum(wanted, len(starts) - 1)], [len(sv)]]))
+    def discard(self) -> None:
+        self.out.discard()
+        for f in self.edges.values():
+            f.discard()
+        for name in ARRAYS:
+            (self.out.directory / f"{name}.npy").unlink(missing_ok=True)
+        shutil.rmtree(self.work, ignore_errors=True)
 
 
-def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+def _check_supervoxels(layout: IdLayout, ids: np.ndarray, last: int) -> None:
+    """Sorted (across batches too), no duplicates, layer 1, chunks under one root."""
+    if ids[0] == 0:
+        raise InvalidRequest("supervoxel id 0 is reserved for 'no segment'")
+    if int(ids[0]) <= last or np.any(ids[1:] <= ids[:-1]):
+        raise InvalidRequest("supervoxel batches must be sorted and free of duplicates")
+    bad = (ids >> np.uint64(56)) != 1
+    if np.any(bad):
+        raise InvalidRequest(
+            f"supervoxel ids must be layer-1 ids; got {describe_choices(ids[bad][:5].tolist())}"
+        )
+    # Sorted supervoxels list their chunks in order: check the (few) distinct chunks only.
+    chunks = layout.chunk_id(ids[chunk_starts(layout, ids)])
+    limit = layout.grid_limit()
+    if any(np.any(c >= limit) for c in layout.chunk_coordinates(chunks)):
+        raise InvalidRequest(
+            f"chunk coordinates must stay below {limit} so that one top-layer chunk holds "
+            f"every root (n_layers={layout.n_layers})"
+        )
 
 
-def _save(directory: Path, name: str, array: np.ndarray) -> None:
-    np.save(directory / f"{name}.npy", np.ascontiguousarray(array))
-
-
-@contextmanager
-def _progress(enabled: bool, total: int) -> Iterator:
-    if not enabled:
-        yield lambda _label: None
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task("segmentation graph", total=total)
-
-        def step(label: str) -> None:
-            bar.update(task, advance=1, description=f"segmentation graph: {label}")
-
-        yield step
