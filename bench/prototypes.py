@@ -11,7 +11,11 @@ variant reading files it derives once from the version (cached under ``bench/.ca
   on the post root only;
 - ``ranges``: a sidecar index of the pre-sorted file (distinct pre roots → row range) turns an
   ``IN`` list into row ranges; only the row groups holding them are decoded (pyarrow), the
-  post filter applies to those rows. ``ranges/8k``: the same on a file with 8,192-row groups.
+  post filter applies to those rows. ``ranges/8k``: the same on a file with 8,192-row groups;
+- ``keyed masks``: today's parts (bulk + deltas), but each mask also holds the masked rows'
+  root ids and is sorted by pre root, so the query's own filter prunes the mask scan too
+  (today every query reads every mask in full); ``keyed/8k``: the same with every part
+  rewritten in 8,192-row groups, so that small delta segments are pruned as well.
 """
 
 from __future__ import annotations
@@ -77,26 +81,81 @@ def derive(cave: OpenCave, out: Path) -> dict[str, Path]:
     """Compacted files of the v1718 synapse table (cached)."""
     out.mkdir(parents=True, exist_ok=True)
     files = {"pre": out / "pre.parquet", "post": out / "post.parquet",
-             "pre8k": out / "pre-rg8k.parquet"}
+             "pre8k": out / "pre-rg8k.parquet", "post8k": out / "post-rg8k.parquet"}
     if all(p.exists() for p in files.values()):
         return files
-    svc = cave.materialization()
-    stream = svc.query_table(DATASTACK, LATEST, SYNAPSES, {}).stream
     raw = out / "rows.parquet"
-    with pq.ParquetWriter(raw, stream.schema, compression="zstd") as writer:
-        for batch in stream:
-            writer.write_batch(batch)
+    if not raw.exists():
+        _dump(cave, raw)
     con = duckdb.connect(":memory:")
     con.execute("SET memory_limit = '4GB'")
     con.execute(f"SET temp_directory = '{out / 'spill'}'")
     for key, column, group in (("pre", PRE, 122_880), ("post", POST, 122_880),
-                               ("pre8k", PRE, 8_192)):
-        con.execute(f"COPY (SELECT * FROM read_parquet('{raw}') ORDER BY {column}, id) TO "
-                    f"'{files[key]}' (FORMAT parquet, COMPRESSION zstd, "
-                    f"ROW_GROUP_SIZE {group})")
+                               ("pre8k", PRE, 8_192), ("post8k", POST, 8_192)):
+        if not files[key].exists():
+            con.execute(f"COPY (SELECT * FROM read_parquet('{raw}') ORDER BY {column}, id) "
+                        f"TO '{files[key]}' (FORMAT parquet, COMPRESSION zstd, "
+                        f"ROW_GROUP_SIZE {group})")
     con.close()
     raw.unlink()
     return files
+
+
+def _dump(cave: OpenCave, raw: Path) -> None:
+    svc = cave.materialization()
+    stream = svc.query_table(DATASTACK, LATEST, SYNAPSES, {}).stream
+    with pq.ParquetWriter(raw, stream.schema, compression="zstd") as writer:
+        for batch in stream:
+            writer.write_batch(batch)
+
+
+def derive_parts(cave: OpenCave, out: Path) -> tuple[list[tuple[Path, Path | None, Path,
+                                                                  Path | None]], object]:
+    """Per part of the v1718 snapshot: (segment, keyed mask, segment in 8k row groups, keyed
+    mask); and the snapshot's timestamp."""
+    from opencave.timestamps import from_micros
+
+    snapshot = cave.versions.snapshots(cave.versions.get(DATASTACK, LATEST))[SYNAPSES]
+    out.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(":memory:")
+    parts = []
+    for i, part in enumerate(snapshot.parts):
+        segment = cave.data.absolute(part.segment.path)
+        seg8k = out / f"part{i}-rg8k.parquet"
+        if not seg8k.exists():
+            con.execute(f"COPY (SELECT * FROM read_parquet('{segment}') ORDER BY {PRE}, id) "
+                        f"TO '{seg8k}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 8192)")
+        keyed = None
+        if part.masked:
+            keyed = out / f"part{i}-mask-keyed.parquet"
+            if not keyed.exists():
+                mask = cave.data.absolute(part.masked)
+                con.execute(
+                    f"COPY (SELECT m.id, s.{PRE}, s.{POST} FROM read_parquet('{mask}') m "
+                    f"JOIN read_parquet('{segment}') s USING (id) ORDER BY s.{PRE}, m.id) "
+                    f"TO '{keyed}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 8192)")
+        parts.append((segment, keyed, seg8k, keyed))
+    con.close()
+    return parts, from_micros(snapshot.timestamp)
+
+
+def parts_query(con: duckdb.DuckDBPyConnection, parts: list, timestamp: object, *,
+                small: bool, where: str, params: list) -> Callable[[], pa.Table]:
+    """UNION ALL over the parts, each minus its keyed mask, the filter on both."""
+    branches, values = [], []
+    for segment, keyed, seg8k, _ in parts:
+        source = seg8k if small else segment
+        sql = f"SELECT s.* FROM read_parquet('{source}') s"
+        if keyed is not None:
+            sql += (f" ANTI JOIN (SELECT id FROM read_parquet('{keyed}') m WHERE "
+                    f"{where.format(t='m')}) k ON s.id = k.id")
+            values += params
+        sql += f" WHERE {where.format(t='s')} AND s.created <= ? AND (s.deleted IS NULL OR " \
+               "s.deleted > ?)"
+        values += [*params, timestamp, timestamp]
+        branches.append(sql)
+    statement = " UNION ALL ".join(branches)
+    return lambda: con.sql(statement, params=values).to_arrow_table()
 
 
 def timed(func: Callable[[], pa.Table], repeat: int) -> tuple[float, int]:
@@ -119,7 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     picks = Picks.load(data.with_suffix(".picks.json"))
     cave = OpenCave(data)
     svc = cave.materialization()
-    files = derive(cave, datastack.CACHE / f"proto-{args.synapses}-seed{args.seed}")
+    work = datastack.CACHE / f"proto-{args.synapses}-seed{args.seed}"
+    files = derive(cave, work)
+    parts, timestamp = derive_parts(cave, work)
     con = duckdb.connect(":memory:")
     con.execute("SET parquet_metadata_cache = true")
     pre_index = RangeIndex(files["pre"], PRE)
@@ -143,33 +204,55 @@ def main(argv: list[str] | None = None) -> None:
         return run
 
     semi = "{c} IN (SELECT unnest(?::BIGINT[]))"
+
+    def keyed(where: str, params: list, small: bool) -> Callable[[], pa.Table]:
+        return parts_query(con, parts, timestamp, small=small, where=where, params=params)
+
+    eq_pre, eq_post = "{t}." + PRE + " = ?", "{t}." + POST + " = ?"
+    in_pre = "{t}." + PRE + " IN (SELECT unnest(?::BIGINT[]))"
+    in_post = "{t}." + POST + " IN (SELECT unnest(?::BIGINT[]))"
     table = {
         "Q1 out (pre = r)": {
             "engine": engine({"filter_equal_dict": {SYNAPSES: {PRE: neuron}}}),
             "compact": duck(files["pre"], f"{PRE} = ?", [neuron]),
+            "compact/8k": duck(files["pre8k"], f"{PRE} = ?", [neuron]),
             "ranges": lambda: pre_index.rows(np.array([neuron])),
             "ranges/8k": lambda: pre8k_index.rows(np.array([neuron])),
+            "keyed masks": keyed(eq_pre, [neuron], False),
+            "keyed/8k": keyed(eq_pre, [neuron], True),
         },
         "Q1 in (post = r)": {
             "engine": engine({"filter_equal_dict": {SYNAPSES: {POST: neuron}}}),
             "compact": duck(files["pre"], f"{POST} = ?", [neuron]),
+            "compact/8k": duck(files["pre8k"], f"{POST} = ?", [neuron]),
             "+post copy": duck(files["post"], f"{POST} = ?", [neuron]),
+            "+post copy/8k": duck(files["post8k"], f"{POST} = ?", [neuron]),
+            "keyed masks": keyed(eq_post, [neuron], False),
+            "keyed/8k": keyed(eq_post, [neuron], True),
         },
         f"Q2 pre∧post ∈ P (|P|={len(proofread):,})": {
             "engine": engine({"filter_in_dict": {SYNAPSES: {PRE: p_list, POST: p_list}}}),
             "compact": duck(files["pre"], semi.format(c=PRE) + " AND " + semi.format(c=POST),
                             [p_list, p_list]),
+            "compact/8k": duck(files["pre8k"], semi.format(c=PRE) + " AND "
+                               + semi.format(c=POST), [p_list, p_list]),
             "ranges": in_both(pre_index),
             "ranges/8k": in_both(pre8k_index),
+            "keyed masks": keyed(in_pre + " AND " + in_post, [p_list, p_list], False),
+            "keyed/8k": keyed(in_pre + " AND " + in_post, [p_list, p_list], True),
         },
         f"Q3 pre ∈ {len(q3):,} neurons": {
             "engine": engine({"filter_in_dict": {SYNAPSES: {PRE: q3.tolist()}}}),
             "compact": duck(files["pre"], semi.format(c=PRE), [q3.tolist()]),
+            "compact/8k": duck(files["pre8k"], semi.format(c=PRE), [q3.tolist()]),
             "ranges": lambda: pre_index.rows(q3),
             "ranges/8k": lambda: pre8k_index.rows(q3),
+            "keyed masks": keyed(in_pre, [q3.tolist()], False),
+            "keyed/8k": keyed(in_pre, [q3.tolist()], True),
         },
     }
-    variants = ["engine", "compact", "+post copy", "ranges", "ranges/8k"]
+    variants = ["engine", "keyed masks", "keyed/8k", "compact", "compact/8k", "+post copy",
+                "+post copy/8k", "ranges", "ranges/8k"]
     rows = [["case", *variants]]
     for case, runs in table.items():
         row = [case]

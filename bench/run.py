@@ -55,6 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--readme", action="store_true",
                         help="only rewrite README's Performance section from cached results")
     parser.add_argument("--only", default="", help="comma-separated cases (q1,q2,q3,q4,q5)")
+    parser.add_argument("--data", type=Path,
+                        help="use this existing datastack directory instead of the cache")
+    parser.add_argument("--results", type=Path, help="where to write the results JSON "
+                        "(default: bench/.cache/results-N-seedS.json)")
     args = parser.parse_args(argv)
     if not args.readme and not args.synapses:
         parser.error("--synapses is required")
@@ -75,12 +79,14 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(home, ignore_errors=True)
     results["bench_seconds"] = time.perf_counter() - started
-    path = CACHE / f"results-{args.synapses}-seed{args.seed}.json"
+    path = args.results or CACHE / f"results-{args.synapses}-seed{args.seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1, default=str))
     print()
     print(report.render(results))
     print()
-    print(report.growth(CACHE))
+    if args.results is None:
+        print(report.growth(CACHE))
     print(f"\nbench took {results['bench_seconds'] / 60:.1f} min; results in {path}")
 
 
@@ -98,7 +104,11 @@ def run(args: argparse.Namespace, home: str) -> dict[str, Any]:
     def want(case: str) -> bool:
         return not only or case in only
 
-    data, synth = datastack.ensure(args.synapses, args.seed, log=log)
+    if args.data is not None:
+        data = args.data
+        synth = datastack.measure(data, args.synapses, args.seed, None, None)
+    else:
+        data, synth = datastack.ensure(args.synapses, args.seed, log=log)
     cave = OpenCave(data)
     svc = cave.materialization()
     picks = pick(cave, data.with_suffix(".picks.json"), args.seed, log=log)
@@ -122,6 +132,7 @@ def run(args: argparse.Namespace, home: str) -> dict[str, Any]:
         pg = Postgres(pg_dir, keep=args.keep_postgres).start()
     elif not args.no_postgres:
         log("PostgreSQL 15 binaries not found: running without the baseline")
+    CACHE.mkdir(parents=True, exist_ok=True)
     server = Server(data, CACHE / f"server-{args.synapses}.log")
     try:
         if pg is not None:

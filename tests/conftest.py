@@ -61,6 +61,17 @@ class LiveServer:
         self._thread.join(timeout=10)
 
 
+def assert_error(response: httpx.Response, status: int, *needles: str) -> dict:
+    """A 4xx in the one JSON error shape, whose message names each of ``needles``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) >= {"error", "message"}
+    for needle in needles:
+        assert needle in body["message"], body["message"]
+    return body
+
+
 def editor_token(cave: OpenCave, name: str = "editor") -> str:
     """A token for a user (created if new) of a group that may edit minnie65_public."""
     from opencave.auth import Level

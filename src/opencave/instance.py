@@ -50,6 +50,7 @@ class OpenCave:
         self.changes = ChangeFinder(self.data, self.tables, self.rows, self.engine)
         self.views = Views(self.live)
         self._graphs: dict[str, SegmentationGraph] = {}
+        self._writers: dict[str, WriteSegmentation] = {}
         self._graph_lock = threading.Lock()
 
     def segmentation(self, table_id: str) -> SegmentationGraph:
@@ -74,15 +75,22 @@ class OpenCave:
                                  self._write_segmentation, self.engine.run)
 
     def _write_segmentation(self, table_id: str) -> WriteSegmentation | None:
+        """Point lookups for writes (the supervoxel anchors load once)."""
         directory = self.data.segmentation / table_id
         if not directory.exists():
             return None
+        with self._graph_lock:
+            cached = self._writers.get(table_id)
+        if cached is not None:
+            return cached
         graph = self.segmentation(table_id)
         locator = SupervoxelLocator.open(directory, graph.layout, graph.geometry)
-        return WriteSegmentation(
+        writer = WriteSegmentation(
             locate=None if locator is None else locator.locate,
             get_roots=lambda ids, ts: graph.get_roots(ids, timestamp=ts),
         )
+        with self._graph_lock:
+            return self._writers.setdefault(table_id, writer)
 
     def new_version(self, datastack: str, timestamp: datetime | None = None,
                     version: int | None = None) -> MaterializationReport:

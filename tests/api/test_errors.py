@@ -7,6 +7,8 @@ import httpx
 import pyarrow as pa
 import pytest
 
+from tests.conftest import assert_error
+
 DS = "minnie65_public"
 V = "/materialize/api/v3/datastack"
 V2 = "/materialize/api/v2/datastack"
@@ -29,16 +31,6 @@ GET_ROUTES_WITH_DATASTACK = [
 def http(server):
     with httpx.Client(base_url=server, follow_redirects=False, timeout=60) as client:
         yield client
-
-
-def assert_error(response: httpx.Response, status: int, *needles: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) >= {"error", "message"}
-    for needle in needles:
-        assert needle in body["message"], body["message"]
-    return body
 
 
 @pytest.mark.parametrize("route", GET_ROUTES_WITH_DATASTACK)

@@ -18,7 +18,7 @@ from opencave.api import create_app
 from opencave.instance import OpenCave
 from opencave.synth import world
 from opencave.synth.geometry import GEOMETRY, LAYOUT
-from tests.conftest import LiveServer, editor_token
+from tests.conftest import LiveServer, assert_error, editor_token
 
 DS = "minnie65_public"
 TABLE = world.SEGMENTATION_TABLE
@@ -71,16 +71,6 @@ def snapshot(cave, cells) -> tuple:
     """What bad input must not change: the operation log and the roots of every nucleus."""
     g = graph(cave)
     return len(g.operations()), g.get_roots(cells.pt_supervoxel_id.to_numpy()).tolist()
-
-
-def assert_error(response: httpx.Response, status: int, *needles: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) >= {"error", "message"}
-    for needle in needles:
-        assert needle in body["message"], body["message"]
-    return body
 
 
 def nm(position) -> list[float]:

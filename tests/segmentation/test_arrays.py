@@ -45,7 +45,9 @@ def test_lookup_sorted() -> None:
     assert lookup_sorted(np.array([2, 4, 6]), np.array([4, 5, 7, 2])).tolist() == [1, -1, -1, 0]
 
 
-@pytest.mark.parametrize("module", ["ids", "arrays", "levels", "mincut", "graph", "layers"])
+@pytest.mark.parametrize(
+    "module", ["ids", "arrays", "levels", "mincut", "graph", "layers", "npyfile", "buckets"]
+)
 def test_docstring_examples(module: str) -> None:
     mod = importlib.import_module(f"opencave.segmentation.{module}")
     result = doctest.testmod(mod)

@@ -93,25 +93,23 @@ class LiveRows:
 
     def deleted_ids(self, table: AnnotationTable, ids: Iterable[int],
                     conn: sa.Connection | None = None) -> set[int]:
-        _, deletions = self.sql_tables(table)
-        wanted = [int(i) for i in ids]
-        with self._connection(conn) as c:
-            found: set[int] = set()
-            for chunk in _chunks(wanted):
-                found.update(c.execute(sa.select(deletions.c.id).where(
-                    deletions.c.id.in_(chunk))).scalars())
-            return found
+        """Which of ``ids`` were deleted (or superseded) through the API."""
+        return self._present(self.sql_tables(table)[1], ids, conn)
 
     def live_ids(self, table: AnnotationTable, ids: Iterable[int],
                  conn: sa.Connection | None = None) -> set[int]:
-        rows, _ = self.sql_tables(table)
+        """Which of ``ids`` are rows written through the API."""
+        return self._present(self.sql_tables(table)[0], ids, conn)
+
+    def _present(self, sql_table: sa.Table, ids: Iterable[int],
+                 conn: sa.Connection | None) -> set[int]:
         wanted = [int(i) for i in ids]
+        found: set[int] = set()
         with self._connection(conn) as c:
-            found: set[int] = set()
             for chunk in _chunks(wanted):
-                found.update(c.execute(sa.select(rows.c.id).where(
-                    rows.c.id.in_(chunk))).scalars())
-            return found
+                found.update(c.execute(sa.select(sql_table.c.id).where(
+                    sql_table.c.id.in_(chunk))).scalars())
+        return found
 
     def rows(self, table: AnnotationTable, *, created_after: datetime | None = None,
              created_until: datetime | None = None, ids: Iterable[int] | None = None

@@ -24,6 +24,7 @@ in a small, cache-resident table. Sparse ids degrade gracefully to a plain binar
 from __future__ import annotations
 
 import json
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,6 +169,17 @@ class BaseGraph:
         self.edge_ptr_b: np.ndarray = arrays["edge_ptr_b"]
         self.n_sv = self.meta.n_supervoxels
         self.layout = self.meta.layout
+
+    def drop_pages(self) -> None:
+        """Let the kernel take back the pages read so far (they stay in the page cache):
+        a scan over the whole graph would otherwise keep every page it touched counted in
+        this process's resident memory."""
+        for array in (self.ids, self.parent, self.child_ptr, self.children_ids, self.edge_a,
+                      self.edge_b, self.edge_aff, self.edge_ptr_a, self.edge_order_b,
+                      self.edge_ptr_b):
+            region = getattr(array, "_mmap", None)
+            if region is not None:
+                region.madvise(mmap.MADV_DONTNEED)
 
     # -- positions ---------------------------------------------------------------------------
     def positions(self, ids: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ planned on a fresh snapshot, written in one transaction, and only then published
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -34,12 +34,13 @@ import numpy as np
 import pandas as pd
 
 from ..errors import Conflict, InvalidRequest, NotFound
+from ..progress import Steps
 from ..storage.live import LiveStore
 from ..timestamps import as_utc, from_micros, now, to_micros
 from . import changelog, lineage
 from .arrays import lookup_sorted, unique
 from .base import BaseGraph
-from .build import build_base
+from .build import EdgeBatch, build_base, build_base_streamed
 from .edits import Minter, canonical_edges, plan_merge, plan_rebuild, plan_split
 from .ids import ChunkGeometry, IdLayout, as_ids
 from .locate import SupervoxelLocator
@@ -108,13 +109,11 @@ class SegmentationGraph:
         affinities: object | None = None,
         timestamp: datetime,
         root_segment_start: int = 7_000_000_000,
-        progress: bool = False,
+        progress: bool | Steps = False,
     ) -> SegmentationGraph:
         """Build the base hierarchy of ``supervoxel_ids`` joined by ``edges`` (n, 2),
         valid from ``timestamp``, into ``directory``; edits go to ``live``."""
-        with live.connect() as conn:
-            if graph_has_rows(conn, table_id):
-                raise Conflict(f"the live store already holds edits of graph {table_id!r}")
+        cls._check_new(live, table_id)
         build_base(
             Path(directory),
             table_id=table_id,
@@ -128,6 +127,44 @@ class SegmentationGraph:
             progress=progress,
         )
         return cls.open(live, Path(directory), table_id)
+
+    @classmethod
+    def create_streamed(
+        cls,
+        live: LiveStore,
+        directory: Path,
+        *,
+        table_id: str,
+        layout: IdLayout,
+        geometry: ChunkGeometry,
+        supervoxels: Iterable[object],
+        edges: Iterable[EdgeBatch],
+        timestamp: datetime,
+        root_segment_start: int = 7_000_000_000,
+        progress: bool | Steps = False,
+    ) -> SegmentationGraph:
+        """:meth:`create` from batches, in memory bounded by the batch size whatever the
+        graph's: ``supervoxels`` yields sorted id arrays (ascending across batches, no
+        duplicates), ``edges`` yields ``(a ids, b ids, affinities or None)`` in any order."""
+        cls._check_new(live, table_id)
+        build_base_streamed(
+            Path(directory),
+            table_id=table_id,
+            layout=layout,
+            geometry=geometry,
+            supervoxels=supervoxels,
+            edges=edges,
+            timestamp_us=to_micros(as_utc(timestamp)),
+            root_segment_start=root_segment_start,
+            progress=progress,
+        )
+        return cls.open(live, Path(directory), table_id)
+
+    @staticmethod
+    def _check_new(live: LiveStore, table_id: str) -> None:
+        with live.connect() as conn:
+            if graph_has_rows(conn, table_id):
+                raise Conflict(f"the live store already holds edits of graph {table_id!r}")
 
     @classmethod
     def open(cls, live: LiveStore, directory: Path, table_id: str) -> SegmentationGraph:

@@ -6,52 +6,83 @@ the point's layer-1 chunk, the one whose anchor is nearest (a Voronoi labelling 
 chunk). Points farther than ``max_distance_nm`` from any anchor of their chunk are outside
 the segmentation: supervoxel 0, as the original reports for unsegmented voxels.
 
-Anchors live in ``anchors.npz`` next to the graph's base arrays: supervoxel ids (sorted, so
-a chunk's supervoxels form one contiguous run, ids being chunk-prefixed) and positions in
-the graph's base voxels.
+Anchors live in ``anchors/`` next to the graph's base arrays: ``ids.npy`` (supervoxel ids,
+sorted, so a chunk's supervoxels form one contiguous run, ids being chunk-prefixed) and
+``positions.npy`` ((n, 3) int32, the graph's base voxels), memory-mapped on open so that
+10⁹ anchors cost no memory. ``anchors.npz`` (the same arrays in one file) is still read.
 """
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from ..storage.files import write_atomic
 from .ids import ChunkGeometry, IdLayout
+from .npyfile import NpyFile
 
-ANCHORS = "anchors.npz"
+ANCHORS = "anchors"
+_LEGACY = "anchors.npz"
 _BATCH = 50_000
 
 
 class SupervoxelLocator:
     def __init__(self, ids: np.ndarray, positions: np.ndarray, layout: IdLayout,
                  geometry: ChunkGeometry, max_distance_nm: float = 2_000.0) -> None:
-        order = np.argsort(ids, kind="stable")
-        self.ids = np.asarray(ids, dtype=np.uint64)[order]
-        self.positions = np.asarray(positions, dtype=np.float64)[order]
+        """``ids`` sorted ascending and ``positions`` (n, 3) in base voxels (arrays or
+        memory maps)."""
+        self.ids = ids
+        self.positions = positions
         self.layout = layout
         self.geometry = geometry
         self.max_distance_nm = max_distance_nm
 
     @staticmethod
     def write(directory: Path, ids: np.ndarray, positions: np.ndarray) -> None:
-        """Store anchors: ``positions`` (n, 3) in the graph's base voxels."""
-        def save(path: Path) -> None:
-            with open(path, "wb") as f:
-                np.savez(f, ids=np.asarray(ids, np.uint64),
-                         positions=np.asarray(positions, np.int32))
+        """Store anchors: ``positions`` (n, 3) in the graph's base voxels, ids in any order."""
+        order = np.argsort(np.asarray(ids, dtype=np.uint64), kind="stable")
+        SupervoxelLocator.write_batches(
+            directory, [(np.asarray(ids, np.uint64)[order], np.asarray(positions)[order])])
 
-        write_atomic(Path(directory) / ANCHORS, save)
+    @staticmethod
+    def write_batches(directory: Path, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
+        """Store anchors given in batches of (ids, positions), ids ascending across batches;
+        replaces the anchors in one rename once complete. Returns how many."""
+        directory = Path(directory)
+        tmp = directory / f"{ANCHORS}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        ids_file = NpyFile(tmp / "ids.npy", np.uint64)
+        pos_file = NpyFile(tmp / "positions.npy", np.int32, row=(3,))
+        try:
+            _append_anchors(ids_file, pos_file, batches)
+        except BaseException:
+            ids_file.discard()
+            pos_file.discard()
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        ids_file.close()
+        pos_file.close()
+        shutil.rmtree(directory / ANCHORS, ignore_errors=True)
+        tmp.rename(directory / ANCHORS)
+        (directory / _LEGACY).unlink(missing_ok=True)
+        return ids_file.length
 
     @classmethod
     def open(cls, directory: Path, layout: IdLayout, geometry: ChunkGeometry
              ) -> SupervoxelLocator | None:
-        path = Path(directory) / ANCHORS
-        if not path.exists():
+        folder = Path(directory) / ANCHORS
+        if folder.exists():
+            return cls(np.load(folder / "ids.npy", mmap_mode="r"),
+                       np.load(folder / "positions.npy", mmap_mode="r"), layout, geometry)
+        legacy = Path(directory) / _LEGACY
+        if not legacy.exists():
             return None
-        with np.load(path) as data:
-            return cls(data["ids"], data["positions"], layout, geometry)
+        with np.load(legacy) as data:
+            order = np.argsort(data["ids"], kind="stable")
+            return cls(data["ids"][order], data["positions"][order], layout, geometry)
 
     def locate(self, points: np.ndarray, resolution: tuple[float, float, float]) -> np.ndarray:
         """Supervoxel ids (uint64, 0 outside) of points given in voxels at ``resolution``."""
@@ -92,3 +123,15 @@ class SupervoxelLocator:
     def _in_grid(self, chunks: np.ndarray) -> np.ndarray:
         limit = 1 << self.layout.bits(1)
         return ((chunks >= 0) & (chunks < limit)).all(axis=1)
+
+
+def _append_anchors(ids_file: NpyFile, pos_file: NpyFile,
+                    batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
+    last = -1
+    for ids, positions in batches:
+        ids = np.asarray(ids, dtype=np.uint64)
+        if len(ids) and (int(ids[0]) <= last or np.any(ids[1:] <= ids[:-1])):
+            raise ValueError("anchor batches must be sorted by id, without duplicates")
+        ids_file.append(ids)
+        pos_file.append(np.asarray(positions).reshape(-1, 3))
+        last = int(ids[-1]) if len(ids) else last

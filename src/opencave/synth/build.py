@@ -10,6 +10,7 @@ marked incomplete; building again starts over.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from ..instance import OpenCave
 from ..progress import Steps, steps
 from ..segmentation import SegmentationGraph
 from ..segmentation.locate import SupervoxelLocator
+from ..settings import Settings
 from ..storage.files import unique_name
 from ..storage.segments import Segment, copy_sorted_segment, max_id, write_table_segment
 from ..timestamps import to_micros
@@ -60,18 +62,23 @@ def build(out: Path, *, synapses_total: int = 1_000_000, seed: int = 0,
     (out / _INCOMPLETE).touch()
     work = out / ".synth-work"
     work.mkdir()
-    cave = OpenCave(out)
+    cave = OpenCave(Settings(out, query_memory_limit=memory_limit))
     con = duckdb.connect(str(work / "work.duckdb"))
     con.execute("SET memory_limit = ?", [memory_limit])
     con.execute("SET temp_directory = ?", [str(work / "spill")])
     con.execute("SET TimeZone = 'UTC'")
+    # Every order that matters is asked for (ORDER BY); not keeping the others lets DuckDB
+    # stream and spill more freely.
+    con.execute("SET preserve_insertion_order = false")
     try:
         with steps(progress) as bar:
             report = _build(cave, con, work, synapses_total, seed, bar)
+            con.close()  # frees the work database's buffers before the versions
+            shutil.rmtree(work)
+            report.versions = _materialize(cave, bar)
     finally:
         con.close()
         cave.close()
-    shutil.rmtree(work)
     (out / _INCOMPLETE).unlink()
     return report
 
@@ -89,18 +96,18 @@ def _build(cave: OpenCave, con: duckdb.DuckDBPyConnection, work: Path, total: in
     parts = _raw_synapses(cells, total, seed, work / "raw", bar)
     task = bar.task("supervoxels and edges", 1)
     supervoxels.assign(con, parts, cells)
-    sv_graph = supervoxels.graph(con)
     soma_sv = supervoxels.soma_supervoxels(con, len(cells))
     plan = edit_plan.plan(con, cells, soma_sv, np.random.default_rng([seed, 2]))
     bar.done(task)
-    graph = _segmentation(cave, sv_graph, plan, bar)
-    _write_anchors(con, cave.data.segmentation / world.SEGMENTATION_TABLE)
-    _apply_edits(graph, plan, bar)
+    graph = _segmentation(cave, con, plan, bar)
+    _write_anchors(con, graph, bar)
     if total <= TRUTH_MAX_SYNAPSES:
-        _write_truth(cave.data.root / "truth", sv_graph, plan)
+        _write_truth(cave.data.root / "truth", con, plan)
+    con.execute("DROP TABLE endpoints")  # the pieces and anchors were its last readers
+    _apply_edits(graph, plan, bar)
+    _sv_roots(con, graph, work / "sv_root", bar)
     _write_tables(cave, con, graph, cells, soma_sv, parts, seed, bar)
-    versions = _materialize(cave, bar)
-    return BuildReport(total, len(cells), len(sv_graph.supervoxels), len(plan.edits), versions)
+    return BuildReport(total, len(cells), graph.base.n_sv, len(plan.edits))
 
 
 def _register_datastack(cave: OpenCave) -> None:
@@ -126,27 +133,29 @@ def _raw_synapses(cells: Cells, total: int, seed: int, out: Path, bar: Steps) ->
     return parts
 
 
-def _segmentation(cave: OpenCave, sv_graph: supervoxels.SupervoxelGraph,
-                  plan: edit_plan.EditPlan, bar: Steps) -> SegmentationGraph:
-    task = bar.task("segmentation graph", 1)
-    extra = plan.initial_edges
-    edges = np.concatenate([sv_graph.edges, extra]) if len(extra) else sv_graph.edges
-    affinities = np.concatenate([sv_graph.affinities,
-                                 supervoxels.edge_affinity(extra[:, 0], extra[:, 1])])
-    graph = SegmentationGraph.create(
+def _segmentation(cave: OpenCave, con: duckdb.DuckDBPyConnection, plan: edit_plan.EditPlan,
+                  bar: Steps) -> SegmentationGraph:
+    """The graph, streamed from the work database into the builder (its own progress bars)."""
+    return SegmentationGraph.create_streamed(
         cave.live, cave.data.segmentation / world.SEGMENTATION_TABLE,
         table_id=world.SEGMENTATION_TABLE, layout=LAYOUT, geometry=GEOMETRY,
-        supervoxel_ids=sv_graph.supervoxels, edges=edges, affinities=affinities,
-        timestamp=world.GRAPH_CREATED,
+        supervoxels=supervoxels.supervoxel_batches(con),
+        edges=supervoxels.edge_batches(con, plan.initial_edges),
+        timestamp=world.GRAPH_CREATED, progress=bar,
     )
-    bar.done(task)
-    return graph
 
 
-def _write_anchors(con: duckdb.DuckDBPyConnection, directory: Path) -> None:
-    ids, positions = supervoxels.anchors(con)
-    base = positions * np.asarray(world.VOXEL_RESOLUTION) / np.asarray(world.GRAPH_RESOLUTION)
-    SupervoxelLocator.write(directory, ids, np.round(base))
+def _write_anchors(con: duckdb.DuckDBPyConnection, graph: SegmentationGraph,
+                   bar: Steps) -> None:
+    task = bar.task("anchors", graph.base.n_sv)
+    scale = np.asarray(world.VOXEL_RESOLUTION) / np.asarray(world.GRAPH_RESOLUTION)
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for ids, positions in supervoxels.anchor_batches(con):
+            yield ids, np.round(positions * scale)
+            bar.advance(task, len(ids))
+
+    SupervoxelLocator.write_batches(graph.base.directory, batches())
 
 
 def _apply_edits(graph: SegmentationGraph, plan: edit_plan.EditPlan, bar: Steps) -> None:
@@ -160,17 +169,46 @@ def _apply_edits(graph: SegmentationGraph, plan: edit_plan.EditPlan, bar: Steps)
         bar.advance(task)
 
 
-def _write_truth(directory: Path, sv_graph: supervoxels.SupervoxelGraph,
+def _write_truth(directory: Path, con: duckdb.DuckDBPyConnection,
                  plan: edit_plan.EditPlan) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    edges = np.concatenate([sv_graph.edges, plan.initial_edges])
-    pq.write_table(pa.table({"a": edges[:, 0], "b": edges[:, 1]}), directory / "edges.parquet")
+    extra = plan.initial_edges
+    con.register("initial_edges", pa.table({"a": extra[:, 0], "b": extra[:, 1]}))
+    target = _sql_path(directory / "edges.parquet")
+    try:
+        con.execute(
+            f"COPY (SELECT a::UBIGINT AS a, b::UBIGINT AS b FROM ({supervoxels.EDGES}) "
+            f"UNION ALL SELECT a, b FROM initial_edges) TO '{target}' (FORMAT parquet)")
+    finally:
+        con.unregister("initial_edges")
     pq.write_table(pa.table({
         "timestamp": pa.array([e.timestamp for e in plan.edits], pa.timestamp("us", "UTC")),
         "kind": [e.kind for e in plan.edits],
         "a": pa.array([e.supervoxels[0] for e in plan.edits], pa.uint64()),
         "b": pa.array([e.supervoxels[1] for e in plan.edits], pa.uint64()),
     }), directory / "edits.parquet")
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _sv_roots(con: duckdb.DuckDBPyConnection, graph: SegmentationGraph, out: Path,
+              bar: Steps, batch: int = 1 << 22) -> None:
+    """``sv_root``: every supervoxel's root when the graph starts, computed in batches of
+    supervoxels (ascending, so the graph's pages are read in order) into Parquet parts."""
+    out.mkdir(parents=True)
+    n = graph.base.n_sv
+    task = bar.task("supervoxel roots", n)
+    for part, lo in enumerate(range(0, n, batch)):
+        svs = np.asarray(graph.base.ids[lo:lo + batch], dtype=np.uint64)
+        roots = _roots(graph, svs, world.GRAPH_CREATED)
+        pq.write_table(pa.table({"sv": svs.astype(np.int64), "root": roots.astype(np.int64)}),
+                       out / f"part-{part:06d}.parquet")
+        graph.base.drop_pages()
+        bar.advance(task, len(svs))
+    con.execute("CREATE OR REPLACE VIEW sv_root AS SELECT * FROM "
+                f"read_parquet('{_sql_path(out / '*.parquet')}')")
 
 
 def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: SegmentationGraph,
@@ -180,13 +218,6 @@ def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: Segment
     start = world.GRAPH_CREATED
     soma_root = _roots(graph, soma_sv, start)
     rng = np.random.default_rng([seed, 3])
-    svs = con.sql("SELECT DISTINCT sv FROM endpoint_sv").fetchnumpy()["sv"]
-    con.register("sv_root_arrow", pa.table({
-        "sv": np.asarray(svs, dtype=np.uint64),
-        "root": _roots(graph, np.asarray(svs, dtype=np.uint64), start).astype(np.int64),
-    }))
-    con.execute("CREATE OR REPLACE TABLE sv_root AS SELECT * FROM sv_root_arrow")
-    con.unregister("sv_root_arrow")
     in_memory = {
         tables.NUCLEI: tables.nucleus_rows(cells, soma_sv, soma_root, rng),
         tables.CELL_TYPES: tables.cell_type_rows(cells, rng),

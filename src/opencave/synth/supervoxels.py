@@ -1,5 +1,5 @@
-"""Supervoxels and their edges, assigned in a DuckDB work database (bounded memory at any
-scale: DuckDB spills to disk).
+"""Supervoxels and their edges, assigned in a DuckDB work database and streamed out in
+batches (bounded memory at any scale: DuckDB spills to disk, nothing is fetched whole).
 
 Every synapse endpoint and soma belongs to a *piece*: the part of one cell (or orphan
 fragment) inside one layer-1 chunk. A piece gets one supervoxel per few endpoints; the
@@ -11,16 +11,20 @@ splits can cut.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
+from ..segmentation.arrays import ranges
 from . import world
 from .cells import Cells
 from .geometry import chunk_coordinates
 from .synapses import chunk_ids
+
+#: Rows per batch read from the work database.
+BATCH_ROWS = 1 << 22
 
 _CREATE_PIECES = """
 CREATE OR REPLACE TABLE pieces AS
@@ -41,16 +45,40 @@ _ASSIGN = """
 CREATE OR REPLACE TABLE endpoint_sv AS
 SELECT e.eid, e.side,
        (p.first_sv + CASE WHEN e.side = 2 THEN 0
-                          ELSE (hash(e.eid, e.side) % p.n_sv)::BIGINT END)::BIGINT AS sv
+                          ELSE (hash(e.eid, e.side) % p.n_sv)::BIGINT END)::BIGINT AS sv,
+       e.x, e.y, e.z
 FROM endpoints e JOIN pieces p USING (cell, chunk)
 """
 
+#: Edges that chain the supervoxels of a piece and the pieces of a cell (in chunk order).
+EDGES = """
+WITH within AS (
+    SELECT first_sv + k AS a, first_sv + k + 1 AS b
+    FROM (SELECT first_sv, unnest(range(n_sv - 1)) AS k FROM pieces WHERE n_sv > 1)
+), between_pieces AS (
+    SELECT first_sv AS a,
+           lag(first_sv) OVER (PARTITION BY cell ORDER BY chunk) AS b
+    FROM pieces
+)
+SELECT a, b FROM within
+UNION ALL SELECT a, b FROM between_pieces WHERE b IS NOT NULL
+"""
 
-@dataclass
-class SupervoxelGraph:
-    supervoxels: np.ndarray  # uint64, sorted
-    edges: np.ndarray  # (n, 2) uint64
-    affinities: np.ndarray  # float32
+#: A position inside each supervoxel (the mean of its endpoints, else of its piece's), by
+#: supervoxel id. Pieces are (cell, chunk), so both means are plain GROUP BYs.
+_ANCHORS = """
+WITH per_sv AS (
+    SELECT sv, avg(x) AS x, avg(y) AS y, avg(z) AS z FROM endpoint_sv GROUP BY sv
+), per_piece AS (
+    SELECT cell, chunk, avg(x) AS x, avg(y) AS y, avg(z) AS z FROM endpoints
+    GROUP BY cell, chunk
+), every_sv AS (
+    SELECT p.first_sv + unnest(range(p.n_sv)) AS sv, m.x, m.y, m.z
+    FROM pieces p JOIN per_piece m USING (cell, chunk)
+)
+SELECT e.sv, coalesce(s.x, e.x) AS x, coalesce(s.y, e.y) AS y, coalesce(s.z, e.z) AS z
+FROM every_sv e LEFT JOIN per_sv s USING (sv) ORDER BY e.sv
+"""
 
 
 def assign(con: duckdb.DuckDBPyConnection, raw_parts: list[str], cells: Cells) -> None:
@@ -66,24 +94,14 @@ def assign(con: duckdb.DuckDBPyConnection, raw_parts: list[str], cells: Cells) -
     con.execute(
         """
         CREATE OR REPLACE TABLE endpoints AS
-        SELECT id AS eid, 0::UTINYINT AS side, pre_cell AS cell, pre_chunk AS chunk
+        SELECT id AS eid, 0::UTINYINT AS side, pre_cell AS cell, pre_chunk AS chunk,
+               pre_x AS x, pre_y AS y, pre_z AS z
             FROM read_parquet($parts)
         UNION ALL
-        SELECT id, 1::UTINYINT, post_cell, post_chunk FROM read_parquet($parts)
-        UNION ALL
-        SELECT cell, 2::UTINYINT, cell, chunk FROM somas
-        """,
-        {"parts": raw_parts},
-    )
-    con.execute(
-        """
-        CREATE OR REPLACE TABLE endpoint_positions AS
-        SELECT id AS eid, 0::UTINYINT AS side, pre_x AS x, pre_y AS y, pre_z AS z
+        SELECT id, 1::UTINYINT, post_cell, post_chunk, post_x, post_y, post_z
             FROM read_parquet($parts)
         UNION ALL
-        SELECT id, 1::UTINYINT, post_x, post_y, post_z FROM read_parquet($parts)
-        UNION ALL
-        SELECT cell, 2::UTINYINT, x, y, z FROM somas
+        SELECT cell, 2::UTINYINT, cell, chunk, x, y, z FROM somas
         """,
         {"parts": raw_parts},
     )
@@ -96,32 +114,42 @@ def _soma_chunks(cells: Cells, index: np.ndarray) -> np.ndarray:
     return chunk_coordinates(cells.position[index])
 
 
-def graph(con: duckdb.DuckDBPyConnection) -> SupervoxelGraph:
-    """All supervoxels and the edges that make each cell one connected object."""
-    svs = con.sql(
-        "SELECT first_sv + unnest(range(n_sv)) AS sv FROM pieces ORDER BY sv"
-    ).fetchnumpy()["sv"]
-    edges = con.sql(
-        """
-        WITH within AS (
-            SELECT first_sv + k AS a, first_sv + k + 1 AS b
-            FROM (SELECT first_sv, unnest(range(n_sv - 1)) AS k FROM pieces WHERE n_sv > 1)
-        ), between_pieces AS (
-            SELECT first_sv AS a,
-                   lag(first_sv) OVER (PARTITION BY cell ORDER BY chunk) AS b
-            FROM pieces
-        )
-        SELECT a, b FROM within
-        UNION ALL SELECT a, b FROM between_pieces WHERE b IS NOT NULL
-        """
-    ).fetchnumpy()
-    a = np.asarray(edges["a"], dtype=np.uint64)
-    b = np.asarray(edges["b"], dtype=np.uint64)
-    return SupervoxelGraph(
-        supervoxels=np.asarray(svs, dtype=np.uint64),
-        edges=np.stack([a, b], axis=1) if len(a) else np.zeros((0, 2), dtype=np.uint64),
-        affinities=edge_affinity(a, b),
-    )
+def _batches(con: duckdb.DuckDBPyConnection, sql: str,
+             rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    """The query's result in record batches (its own cursor, so other queries may run)."""
+    cursor = con.cursor()
+    try:
+        reader = cursor.sql(sql).to_arrow_reader(rows)
+        for batch in reader:
+            if batch.num_rows:
+                yield batch
+    finally:
+        cursor.close()
+
+
+def supervoxel_count(con: duckdb.DuckDBPyConnection) -> int:
+    """How many supervoxels there are."""
+    row = con.sql("SELECT coalesce(sum(n_sv), 0) FROM pieces").fetchone()
+    return int(row[0]) if row else 0
+
+
+def supervoxel_batches(con: duckdb.DuckDBPyConnection) -> Iterator[np.ndarray]:
+    """Every supervoxel id, ascending, in batches (pieces are runs of consecutive ids)."""
+    for batch in _batches(con, "SELECT first_sv, n_sv FROM pieces ORDER BY first_sv"):
+        first = batch.column("first_sv").to_numpy()
+        idx, _ = ranges(first, first + batch.column("n_sv").to_numpy())
+        yield idx.astype(np.uint64)
+
+
+def edge_batches(con: duckdb.DuckDBPyConnection, extra: np.ndarray
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The edges (a, b, affinity) in batches, then ``extra`` (n, 2)."""
+    for batch in _batches(con, EDGES):
+        a = batch.column("a").to_numpy().astype(np.uint64)
+        b = batch.column("b").to_numpy().astype(np.uint64)
+        yield a, b, edge_affinity(a, b)
+    if len(extra):
+        yield extra[:, 0], extra[:, 1], edge_affinity(extra[:, 0], extra[:, 1])
 
 
 def edge_affinity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -130,30 +158,12 @@ def edge_affinity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (0.5 + (mixed % np.uint64(1000)).astype(np.float32) / 2000.0).astype(np.float32)
 
 
-def anchors(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.ndarray]:
-    """A position inside each supervoxel (the mean of its endpoints, else of its piece's),
-    in annotation voxels: what point lookups snap to."""
-    rows = con.sql(
-        """
-        WITH located AS (
-            SELECT s.sv, p.x, p.y, p.z FROM endpoint_sv s
-            JOIN endpoint_positions p USING (eid, side)
-        ), per_sv AS (
-            SELECT sv, avg(x) AS x, avg(y) AS y, avg(z) AS z FROM located GROUP BY sv
-        ), per_piece AS (
-            SELECT pc.first_sv, pc.n_sv, avg(l.x) AS x, avg(l.y) AS y, avg(l.z) AS z
-            FROM located l JOIN pieces pc
-              ON l.sv >= pc.first_sv AND l.sv < pc.first_sv + pc.n_sv
-            GROUP BY pc.first_sv, pc.n_sv
-        ), every_sv AS (
-            SELECT first_sv + unnest(range(n_sv)) AS sv, x, y, z FROM per_piece
-        )
-        SELECT e.sv, coalesce(s.x, e.x) AS x, coalesce(s.y, e.y) AS y, coalesce(s.z, e.z) AS z
-        FROM every_sv e LEFT JOIN per_sv s USING (sv) ORDER BY e.sv
-        """
-    ).fetchnumpy()
-    positions = np.stack([rows["x"], rows["y"], rows["z"]], axis=1)
-    return np.asarray(rows["sv"], dtype=np.uint64), positions
+def anchor_batches(con: duckdb.DuckDBPyConnection) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """A position inside each supervoxel (ids ascending, positions (n, 3) in annotation
+    voxels), in batches: what point lookups snap to."""
+    for batch in _batches(con, _ANCHORS):
+        positions = np.stack([batch.column(c).to_numpy() for c in "xyz"], axis=1)
+        yield batch.column("sv").to_numpy().astype(np.uint64), positions
 
 
 def soma_supervoxels(con: duckdb.DuckDBPyConnection, n_cells: int) -> np.ndarray:
