@@ -3,19 +3,28 @@ Q1–Q4 (closed loop: each client sends its next request when the previous one a
 
 opencave: 16 processes, each with its own caveclient (16 users; processes so that the
 clients' own Python work is not serialized by one interpreter lock). PostgreSQL: 16 psql
-sessions working through the same list. Both run on the same machine as their server.
+sessions working through the same list, fetching through a cursor (``FETCH_COUNT``) so that
+16 large results need not sit in client memory at once. Both run on the same machine as their
+server.
+
+Below 3.4×10^8 synapses, Q2 and Q3 return far more rows than on minnie65 (P is topped up
+with the highest-degree neurons), so 16 clients holding such results can exhaust the machine:
+a guard stops the run (and says so) when available memory falls under 2 GiB, rather than let
+the kernel's OOM killer pick a victim.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 import statistics
 import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,9 +32,46 @@ import numpy as np
 from .postgres import Psql
 from .workload import Call, run_client
 
-#: The mix, per 20 requests: mostly single-neuron lookups and cell-type queries, a few graph
-#: queries among the proofread neurons, one large result.
-MIX = {"q1_out": 8, "q1_in": 4, "q4": 4, "q2": 3, "q3": 1}
+#: The mix, per 20 requests: mostly single-neuron lookups and cell-type queries, one graph
+#: query among the proofread neurons, one large result.
+MIX = {"q1_out": 8, "q1_in": 5, "q4": 5, "q2": 1, "q3": 1}
+#: Stop the load when the machine has less than this available.
+MIN_AVAILABLE = 2 * 2**30
+PG_FETCH_COUNT = 50_000
+
+
+def available_memory() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 1 << 62
+
+
+class MemoryGuard:
+    """Calls ``stop()`` once if available memory falls under :data:`MIN_AVAILABLE`."""
+
+    def __init__(self, stop: Callable[[], None]) -> None:
+        self.tripped: str | None = None
+        self._stop_load = stop
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._done.wait(0.1):
+            free = available_memory()
+            if free < MIN_AVAILABLE:
+                self.tripped = (f"stopped: only {free / 2**30:.1f} GiB of memory left on the "
+                                "machine")
+                self._stop_load()
+                return
+
+    def __enter__(self) -> MemoryGuard:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def requests_list(calls_by_kind: dict[str, Sequence[Call]], total: int,
@@ -49,6 +95,7 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     by_kind: dict[str, list[float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    aborted: str | None = None
 
     @property
     def throughput(self) -> float:
@@ -62,6 +109,7 @@ class LoadResult:
                 "wall_seconds": self.wall_seconds, "throughput": self.throughput,
                 "p50": self.percentile(50), "p99": self.percentile(99),
                 "errors": self.errors[:20], "n_errors": len(self.errors),
+                "aborted": self.aborted, "completed": len(self.latencies),
                 "by_kind_p50": {k: statistics.median(v) for k, v in self.by_kind.items()},
                 "by_kind_max": {k: max(v) for k, v in self.by_kind.items()}}
 
@@ -105,15 +153,29 @@ def run_http(url: str, home: str, calls: Sequence[Call], clients: int = 16) -> L
         work.put(item)
     for _ in procs:
         work.put(None)
+    out = LoadResult(clients, len(calls), 0.0)
+
+    def stop() -> None:
+        for p in procs:
+            p.kill()
+
     started = time.perf_counter()
     go.set()
-    out = LoadResult(clients, len(calls), 0.0)
-    for _ in calls:
-        kind, seconds, error = results.get()
-        out.latencies.append(seconds)
-        out.by_kind.setdefault(kind, []).append(seconds)
-        if error:
-            out.errors.append(error)
+    with MemoryGuard(stop) as guard:
+        received = 0
+        while received < len(calls):
+            try:
+                kind, seconds, error = results.get(timeout=1)
+            except queue.Empty:
+                if guard.tripped or not any(p.is_alive() for p in procs):
+                    break
+                continue
+            received += 1
+            out.latencies.append(seconds)
+            out.by_kind.setdefault(kind, []).append(seconds)
+            if error:
+                out.errors.append(error)
+    out.aborted = guard.tripped
     out.wall_seconds = time.perf_counter() - started
     for p in procs:
         p.join(timeout=30)
@@ -125,6 +187,7 @@ def run_postgres(sessions: Callable[[int], Psql], sql: Callable[[Call], str],
     """``sessions(version)`` opens a psql session on that version's database."""
     versions = sorted({c.version for c in calls})
     pools = [{v: sessions(v) for v in versions} for _ in range(clients)]
+    stopped = threading.Event()
     statements = [sql(c) for c in calls]
     lock = threading.Lock()
     next_index = [0]
@@ -137,7 +200,7 @@ def run_postgres(sessions: Callable[[int], Psql], sql: Callable[[Call], str],
             with lock:
                 index = next_index[0]
                 next_index[0] += 1
-            if index >= len(calls):
+            if index >= len(calls) or stopped.is_set():
                 return
             call = calls[index]
             started = time.perf_counter()
@@ -145,6 +208,8 @@ def run_postgres(sessions: Callable[[int], Psql], sql: Callable[[Call], str],
                 pool[call.version].time(statements[index])
                 error = None
             except Exception as exc:
+                if stopped.is_set():
+                    return
                 error = f"{index}: {exc!r}"[:300]
             seconds = time.perf_counter() - started
             with lock:
@@ -153,13 +218,21 @@ def run_postgres(sessions: Callable[[int], Psql], sql: Callable[[Call], str],
                 if error:
                     out.errors.append(error)
 
+    def stop() -> None:
+        stopped.set()
+        for pool in pools:
+            for session in pool.values():
+                session.kill()
+
     threads = [threading.Thread(target=worker, args=(pool,)) for pool in pools]
     for t in threads:
         t.start()
     barrier.wait()
     started = time.perf_counter()
-    for t in threads:
-        t.join()
+    with MemoryGuard(stop) as guard:
+        for t in threads:
+            t.join()
+    out.aborted = guard.tripped
     out.wall_seconds = time.perf_counter() - started
     for pool in pools:
         for session in pool.values():

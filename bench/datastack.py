@@ -54,9 +54,19 @@ def ensure(synapses: int, seed: int, *, log=print) -> tuple[Path, SynthStats]:  
     return path, stats
 
 
-def build(path: Path, synapses: int, seed: int, *, log=print) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+class BuildStopped(RuntimeError):
+    """``opencave synth`` went over the memory or time cap and was stopped."""
+
+    def __init__(self, message: str, seconds: float, peak: int, where: str) -> None:
+        super().__init__(message)
+        self.seconds, self.peak, self.where = seconds, peak, where
+
+
+def build(path: Path, synapses: int, seed: int, *, log=print,  # type: ignore[no-untyped-def]
+          max_memory: int | None = None, max_seconds: float | None = None) -> tuple[float, int]:
     """Run ``opencave synth`` as a child process; its wall time and the peak resident memory
-    of its process tree."""
+    of its process tree. Over ``max_memory`` bytes or ``max_seconds``, the build is stopped
+    (after recording where it was, with py-spy) and :class:`BuildStopped` is raised."""
     if path.exists():
         shutil.rmtree(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,12 +78,41 @@ def build(path: Path, synapses: int, seed: int, *, log=print) -> tuple[float, in
              "--synapses", str(synapses), "--seed", str(seed)],
             stdout=out, stderr=subprocess.STDOUT)
         with MemoryWatch(proc.pid, interval=0.2) as watch:
-            code = proc.wait()
+            while proc.poll() is None:
+                elapsed = time.perf_counter() - started
+                over = ((max_memory and watch.peak > max_memory)
+                        or (max_seconds and elapsed > max_seconds))
+                if over:
+                    where = stack_of(proc.pid)
+                    proc.kill()
+                    proc.wait()
+                    raise BuildStopped(
+                        f"opencave synth stopped after {elapsed / 60:.1f} min at "
+                        f"{watch.peak / 2**30:.2f} GiB (cap: "
+                        f"{(max_memory or 0) / 2**30:.0f} GiB, {(max_seconds or 0) / 60:.0f} "
+                        f"min), in {where}", elapsed, watch.peak, where)
+                time.sleep(0.5)
+            code = proc.returncode
     if code != 0:
         raise RuntimeError(f"opencave synth failed ({code}); see {out.name}")
     seconds = time.perf_counter() - started
     log(f"  built in {seconds:.0f} s, peak memory {watch.peak / 2**30:.2f} GiB")
     return seconds, watch.peak
+
+
+def stack_of(pid: int) -> str:
+    """The innermost opencave frames of a process's main thread (py-spy dump), or ''."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        return "(py-spy not installed)"
+    try:
+        dump = subprocess.run([str(spy), "dump", "--pid", str(pid)], capture_output=True,
+                              text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "(py-spy failed)"
+    frames = [line.strip() for line in dump.splitlines()
+              if "opencave/" in line and "cli/" not in line]
+    return " ← ".join(frames[:4]) or "(no opencave frame)"
 
 
 def measure(path: Path, synapses: int, seed: int, seconds: float | None,

@@ -172,8 +172,8 @@ class Postgres:
     def copy_in(self, database: str, table: str, columns: Sequence[str]) -> CopyIn:
         return CopyIn(self, database, table, columns)
 
-    def session(self, database: str) -> Psql:
-        return Psql(self._psql_args(database))
+    def session(self, database: str, *, fetch_count: int | None = None) -> Psql:
+        return Psql(self._psql_args(database), fetch_count=fetch_count)
 
     # -- helpers ----------------------------------------------------------------------------
     def _own(self, path: Path) -> None:
@@ -236,7 +236,7 @@ class Psql:
     sending the query to holding the whole result, before printing it) and, optionally, the
     row count. Output rows go to /dev/null, unaligned, so printing costs little."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], *, fetch_count: int | None = None) -> None:
         self._proc = subprocess.Popen(
             [*args[:-2], "-v", "ON_ERROR_STOP=0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, bufsize=1,
@@ -246,7 +246,16 @@ class Psql:
         self._stderr.start()
         self._send("\\pset pager off\n\\pset format unaligned\n\\pset tuples_only on\n"
                    "\\timing on\n\\o /dev/null\n")
+        if fetch_count:  # fetch through a cursor in batches: bounded client memory
+            self._send(f"\\set FETCH_COUNT {int(fetch_count)}\n")
         self._wait()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def kill(self) -> None:
+        self._proc.kill()
 
     def _drain_stderr(self) -> None:
         assert self._proc.stderr is not None

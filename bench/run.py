@@ -99,6 +99,7 @@ def run(args: argparse.Namespace, home: str) -> dict[str, Any]:
 
     from opencave.instance import OpenCave
 
+    CACHE.mkdir(parents=True, exist_ok=True)
     only = set(filter(None, args.only.split(",")))
 
     def want(case: str) -> bool:
@@ -132,7 +133,6 @@ def run(args: argparse.Namespace, home: str) -> dict[str, Any]:
         pg = Postgres(pg_dir, keep=args.keep_postgres).start()
     elif not args.no_postgres:
         log("PostgreSQL 15 binaries not found: running without the baseline")
-    CACHE.mkdir(parents=True, exist_ok=True)
     server = Server(data, CACHE / f"server-{args.synapses}.log")
     try:
         if pg is not None:
@@ -233,14 +233,15 @@ def q5(args: argparse.Namespace, server: Server, home: str, calls: dict[str, lis
     out: dict[str, Any] = {"mix": concurrency.MIX, "opencave": http.to_json(),
                            "server_peak_rss": watch.peak}
     log(f"  {http.throughput:.1f} req/s, p50 {http.percentile(50):.3f} s, p99 "
-        f"{http.percentile(99):.3f} s, {len(http.errors)} errors")
+        f"{http.percentile(99):.3f} s, {len(http.errors)} errors {http.aborted or ''}")
     if pg is not None and sql is not None:
         log(f"Q5 {args.clients} clients × {len(mix)} requests (PostgreSQL) …")
-        base = concurrency.run_postgres(lambda v: pg.session(database(v)), sql, mix,
-                                        args.clients)
+        base = concurrency.run_postgres(
+            lambda v: pg.session(database(v), fetch_count=concurrency.PG_FETCH_COUNT), sql,
+            mix, args.clients)
         out["postgres"] = base.to_json()
         log(f"  {base.throughput:.1f} req/s, p50 {base.percentile(50):.3f} s, p99 "
-            f"{base.percentile(99):.3f} s, {len(base.errors)} errors")
+            f"{base.percentile(99):.3f} s, {len(base.errors)} errors {base.aborted or ''}")
     return out
 
 

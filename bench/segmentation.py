@@ -37,7 +37,8 @@ from scipy.sparse.csgraph import maximum_flow
 from opencave.segmentation import ChunkGeometry, IdLayout, SegmentationGraph
 from opencave.storage import LiveStore
 
-CACHE = Path(__file__).resolve().parent / ".cache"
+from .datastack import CACHE
+
 TABLE = "bench"
 LAYOUT = IdLayout(n_layers=12, spatial_bits=10)
 GEOMETRY = ChunkGeometry(voxel_offset=(0, 0, 0))

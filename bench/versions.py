@@ -28,7 +28,8 @@ from opencave.instance import OpenCave
 from opencave.synth import world
 from opencave.timestamps import now
 
-CACHE = Path(__file__).resolve().parent / ".cache"
+from .datastack import CACHE
+
 DS = world.DATASTACK
 
 

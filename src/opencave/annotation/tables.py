@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from ..errors import Conflict, InvalidRequest, TableNotFound, describe_choices
 from ..schemas import Role, SchemaType, get_schema_type
 from ..storage import LIVE_METADATA, LiveStore, UTCDateTime
-from ..storage.segments import Segment
+from ..storage.segments import Segment, serving_keys
 from ..timestamps import format_iso, now
 
 PERMISSIONS = ("PUBLIC", "GROUP", "PRIVATE")
@@ -102,6 +102,11 @@ class AnnotationTable:
         if self.schema.is_reference:
             return "target_id"
         return "id"
+
+    @property
+    def serving_keys(self) -> tuple[str, ...]:
+        """The sort keys of its segments' serving copies (cluster key, other root ids)."""
+        return serving_keys(self.schema.columns(), self.cluster_key)
 
     def metadata(self) -> dict[str, Any]:
         """The metadata dict both the annotation and the materialization services return."""

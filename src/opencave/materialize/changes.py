@@ -45,7 +45,8 @@ class Base:
 
 @dataclass
 class Changes:
-    masks: dict[int, np.ndarray] = field(default_factory=dict)
+    #: Per part index, the rows to mask out of it: ``id`` and the part's serving keys.
+    masks: dict[int, pa.Table] = field(default_factory=dict)
     rows: pa.Table | None = None
     refreshed: int = 0
 
@@ -86,7 +87,7 @@ class ChangeFinder:
                                          roots, deleted)
             if touched is None or touched.num_rows == 0:
                 continue
-            changes.masks[index] = touched.column("id").to_numpy()
+            changes.masks[index] = touched.select(["id", *table.serving_keys])
             kept = touched.filter(pc.invert(pc.is_in(touched.column("id"),
                                                      pa.array(deleted, pa.int64()))))
             changes.refreshed += kept.num_rows

@@ -47,7 +47,7 @@ def _rows(engine: QueryEngine, data: DataDir, relation: Relation, ids: np.ndarra
     compiled = compile_query(query, data)
     sql = f"SELECT * FROM ({compiled.sql}) WHERE id IN (SELECT id FROM candidates)"
     tables = {**compiled.tables, "candidates": pa.table({"id": ids})}
-    return engine.run(sql, compiled.params, tables=tables)
+    return engine.run(sql, compiled.params, tables=tables, attachments=compiled.attachments)
 
 
 def _compare(engine: QueryEngine, before: pa.Table, after: pa.Table,
@@ -77,7 +77,7 @@ def _candidates(engine: QueryEngine, data: DataDir, before: Relation,
             found.append(np.setxor1d(_mask(data, a), _mask(data, b)))
     for relation in (before, after):
         if relation.live is not None:
-            found += [ids for ids in relation.live.masks.values()]
+            found += [mask.column("id").to_numpy() for mask in relation.live.masks.values()]
             if relation.live.rows is not None:
                 found.append(relation.live.rows.column("id").to_numpy())
     shared = sorted(set(parts_before) & set(parts_after))

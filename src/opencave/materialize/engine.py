@@ -49,6 +49,7 @@ class QueryEngine:
     def __init__(self, *, threads: int | None = None, memory_limit: str | None = None) -> None:
         self._db = duckdb.connect(":memory:")
         self._lock = threading.Lock()
+        self._attached: set[str] = set()
         self._db.execute("SET TimeZone = 'UTC'")
         self._db.execute("SET parquet_metadata_cache = true")
         if threads:
@@ -62,8 +63,21 @@ class QueryEngine:
         cursor.execute("SET TimeZone = 'UTC'")
         return cursor
 
+    def _attach(self, attachments: dict[str, str]) -> None:
+        """Attach serving copies read-only, once each for the life of the engine (they are
+        immutable, so an attachment never goes stale)."""
+        if attachments.keys() <= self._attached:
+            return
+        with self._lock:
+            for alias, path in attachments.items():
+                if alias not in self._attached:
+                    quoted = path.replace("'", "''")
+                    self._db.execute(f"ATTACH IF NOT EXISTS '{quoted}' AS {alias} (READ_ONLY)")
+                    self._attached.add(alias)
+
     def stream(self, query: CompiledQuery, *,
                batch_rows: int = DEFAULT_BATCH_ROWS) -> ResultStream:
+        self._attach(query.attachments)
         cursor = self._cursor()
         try:
             for name, table in query.tables.items():
@@ -78,9 +92,11 @@ class QueryEngine:
         return self.stream(query).read_all()
 
     def run(self, sql: str, params: list[object], *,
-            tables: dict[str, pa.Table] | None = None) -> pa.Table:
+            tables: dict[str, pa.Table] | None = None,
+            attachments: dict[str, str] | None = None) -> pa.Table:
         """Run internal SQL (built by opencave itself, never from a request) with Arrow
         tables registered under the given names for its duration."""
+        self._attach(attachments or {})
         cursor = self._cursor()
         try:
             for name, table in (tables or {}).items():
@@ -90,6 +106,7 @@ class QueryEngine:
             cursor.close()
 
     def count(self, query: CompiledQuery) -> int:
+        self._attach(query.attachments)
         cursor = self._cursor()
         try:
             for name, table in query.tables.items():

@@ -20,14 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import numpy as np
 import pyarrow as pa
 
 from ..annotation import AnnotationTable, AnnotationTables
 from ..errors import Conflict
 from ..info import InfoService
 from ..storage.files import DataDir, unique_name
-from ..storage.segments import Segment, read_id_set, write_id_set, write_table_segment
+from ..storage.segments import Segment, file_bytes, write_mask, write_table_segment
 from ..timestamps import as_utc, to_micros
 from .changes import Base, ChangeFinder, Changes
 from .engine import QueryEngine
@@ -132,25 +131,40 @@ class Materializer:
             written += size
         return parts, written
 
-    def _extend_mask(self, part: SnapshotPart, ids: np.ndarray, table: AnnotationTable,
+    def _extend_mask(self, part: SnapshotPart, rows: pa.Table, table: AnnotationTable,
                      version: Version) -> tuple[SnapshotPart, int]:
-        previous = (read_id_set(self.data_dir.absolute(part.masked))
-                    if part.masked else np.empty(0, dtype=np.int64))
+        keys = table.serving_keys
+        if part.masked:
+            rows = pa.concat_tables([self._mask_rows(part, keys), rows],
+                                    promote_options="permissive")
         path = self.data_dir.version_dir(version.datastack, version.version) / unique_name(
             f"{table.table_name}-mask", ".parquet")
-        count = write_id_set(path, np.concatenate([previous, ids]))
-        return SnapshotPart(part.segment, self.data_dir.relative(path), count), path.stat().st_size
+        count = write_mask(path, rows, keys)
+        size = file_bytes(path)
+        return SnapshotPart(part.segment, self.data_dir.relative(path), count, keys), size
+
+    def _mask_rows(self, part: SnapshotPart, keys: tuple[str, ...]) -> pa.Table:
+        """The rows a part's mask holds, with ``keys`` (looked up in the segment for masks
+        written with ids only)."""
+        assert part.masked is not None
+        mask = str(self.data_dir.absolute(part.masked))
+        columns = ", ".join(f'"{k}"' for k in keys)
+        if part.mask_keys == keys:
+            return self.engine.run(f"SELECT id, {columns} FROM read_parquet(?)", [mask])
+        return self.engine.run(
+            f"SELECT id, {columns} FROM read_parquet(?) WHERE id IN "
+            f"(SELECT id FROM read_parquet(?))",
+            [str(self.data_dir.absolute(part.segment.path)), mask])
 
     def _write_delta(self, table: AnnotationTable, rows: pa.Table,
                      timestamp: datetime) -> tuple[Segment, int]:
         path = self.data_dir.table_dir(table.aligned_volume, table.table_name) / unique_name(
             "delta", ".parquet")
-        count = write_table_segment(path, rows, table.cluster_key)
+        count = write_table_segment(path, rows, table.cluster_key, table.serving_keys)
         segment = Segment(self.data_dir.relative(path), count, table.cluster_key,
                           to_micros(timestamp))
-        return segment, path.stat().st_size
+        return segment, file_bytes(path)
 
     def _count(self, table: AnnotationTable, snapshot: TableSnapshot) -> int:
-        relation = Relation(table.table_name, table.schema.columns(), table.voxel_resolution,
-                            snapshot)
+        relation = Relation.of_table(table, snapshot)
         return self.engine.count(compile_query(Query((relation,)), self.data_dir))

@@ -3,25 +3,29 @@ compiled to one DuckDB statement with bound parameters.
 
 The statement reads each relation through a CTE over its snapshot (segments minus masked
 ids, rows alive at the snapshot's timestamp), applies filters (DuckDB pushes them into the
-Parquet scans, where sorted cluster keys skip row groups), joins, converts positions to the
-requested resolution and orders by id when a page (limit/offset) is asked for, so pages are
+scans, where sorted keys skip row groups), joins, converts positions to the requested
+resolution and orders by id when a page (limit/offset) is asked for, so pages are
 deterministic.
+
+Segments and masks are read from their serving copies (see :mod:`opencave.storage.segments`),
+in the copy sorted by the key the query filters on; filters on the sort keys apply to the
+masks too, so a lookup of one neuron touches a few rows of each part, not whole masks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import pyarrow as pa
-
 from ..errors import InvalidRequest, describe_choices
 from ..schemas import Column, ColumnType, Role
 from ..storage.files import DataDir
+from ..storage.segments import serving_path, sorted_copy
 from ..timestamps import from_micros
-from .filters import Filter, parse_filters
+from .filters import Filter, Op, parse_filters
 from .relations import Relation
 
 _COMPUTED = {
@@ -74,6 +78,8 @@ class CompiledQuery:
     count_params: list[Any]
     #: In-memory Arrow tables the statement reads (live changes), registered by name.
     tables: dict[str, Any] = field(default_factory=dict)
+    #: Serving copies the statement reads: database alias → file, attached read-only.
+    attachments: dict[str, str] = field(default_factory=dict)
 
 
 def parse_query(
@@ -210,14 +216,14 @@ def _parse_suffixes(body: Mapping[str, Any], relations: Sequence[Relation]) -> d
 def compile_query(query: Query, data_dir: DataDir) -> CompiledQuery:
     params: list[Any] = []
     ctes = []
-    tables: dict[str, Any] = {}
+    sources = _Sources(data_dir)
     aliases = {r.name: f"t{i}" for i, r in enumerate(query.relations)}
     # Filters go into each table's CTE (pushed into its scans), except on the optional side
     # of a left join, where they must filter the joined rows instead.
     outer = query.relations[1].name if query.left_join else None
     for relation in query.relations:
-        cte_sql = _relation_cte(relation, data_dir, params, tables, aliases[relation.name])
         inner = [f for f in query.filters if f.relation == relation.name != outer]
+        cte_sql = _relation_cte(relation, inner, sources, params, aliases[relation.name])
         condition = _conditions(inner, "r", params)
         ctes.append(
             f"{aliases[relation.name]} AS (SELECT * FROM ({cte_sql}) AS r WHERE {condition})"
@@ -243,7 +249,8 @@ def compile_query(query: Query, data_dir: DataDir) -> CompiledQuery:
         columns=tuple(outputs),
         count_sql=f"SELECT count(*) FROM ({body}{count_page_sql})",
         count_params=params + count_page_params,
-        tables=tables,
+        tables=sources.tables,
+        attachments=sources.attachments,
     )
 
 
@@ -256,8 +263,48 @@ def _conditions(filters: list[Filter], alias: str, params: list[Any]) -> str:
     return " AND ".join(parts) if parts else "TRUE"
 
 
-def _relation_cte(relation: Relation, data_dir: DataDir, params: list[Any],
-                  tables: dict[str, Any], alias: str) -> str:
+@dataclass
+class _Sources:
+    """What a statement reads besides SQL text: serving copies to attach, Arrow tables to
+    register."""
+
+    data_dir: DataDir
+    attachments: dict[str, str] = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)
+
+    def stored(self, relative: str, key: str, params: list[Any]) -> str:
+        """A FROM item for a segment or mask file, in its copy sorted by ``key``: the serving
+        copy when there is one, else the Parquet file (data written before serving copies)."""
+        path = self.data_dir.absolute(relative)
+        serving = serving_path(path)
+        if not serving.exists():
+            params.append(str(path))
+            return "read_parquet(?)"
+        alias = "f_" + hashlib.sha1(str(serving).encode()).hexdigest()[:20]
+        self.attachments[alias] = str(serving)
+        return f'{alias}."{sorted_copy(key)}"'
+
+
+def _scan_key(relation: Relation, filters: list[Filter]) -> str:
+    """The sort key to read a relation by: the first serving key the query pins with an
+    equality or ``IN`` filter (its copy keeps the matching rows together), else the
+    cluster key."""
+    pinned = {f.columns[0] for f in filters if f.op in (Op.EQUAL, Op.IN)}
+    return next((k for k in relation.serving_keys if k in pinned), relation.serving_keys[0])
+
+
+def _mask_join(source: str, mask_keys: tuple[str, ...], filters: list[Filter],
+               params: list[Any], alias: str) -> str:
+    """``ANTI JOIN`` the ids of a mask; the query's filters on columns the mask holds apply to
+    it as well (they hold the segment's own values, so this removes only non-matches)."""
+    on_mask = [f for f in filters if set(f.columns) <= set(mask_keys)]
+    condition = _conditions(on_mask, "r", params)
+    return (f" ANTI JOIN (SELECT r.id FROM {source} AS r WHERE {condition}) AS {alias} "
+            f"ON s.id = {alias}.id")
+
+
+def _relation_cte(relation: Relation, filters: list[Filter], sources: _Sources,
+                  params: list[Any], alias: str) -> str:
     """The relation's visible rows: each part (segment minus masks, persisted and live)
     plus live rows, alive at the snapshot's timestamp."""
     snapshot = relation.snapshot
@@ -267,22 +314,23 @@ def _relation_cte(relation: Relation, data_dir: DataDir, params: list[Any],
     timestamp = from_micros(snapshot.timestamp)
     alive = "WHERE s.created <= ? AND (s.deleted IS NULL OR s.deleted > ?)"
     live = relation.live
+    key = _scan_key(relation, filters)
     branches = []
     for index, part in enumerate(snapshot.parts):
-        source = "read_parquet(?) AS s"
-        params.append(str(data_dir.absolute(part.segment.path)))
+        source = sources.stored(part.segment.path, key, params) + " AS s"
         if part.masked:
-            source += " ANTI JOIN read_parquet(?) AS m ON s.id = m.id"
-            params.append(str(data_dir.absolute(part.masked)))
+            mask = sources.stored(part.masked, key, params)
+            source += _mask_join(mask, part.mask_keys, filters, params, "m")
         if live is not None and index in live.masks:
             name = f"{alias}_mask_{index}"
-            tables[name] = pa.table({"id": live.masks[index]})
-            source += f" ANTI JOIN {name} AS x ON s.id = x.id"
+            sources.tables[name] = live.masks[index]
+            source += _mask_join(name, tuple(live.masks[index].column_names[1:]), filters,
+                                 params, "x")
         branches.append(f"SELECT {columns} FROM {source} {alive}")
         params.extend([timestamp, timestamp])
     if live is not None and live.rows is not None and live.rows.num_rows:
         name = f"{alias}_rows"
-        tables[name] = live.rows
+        sources.tables[name] = live.rows
         branches.append(f"SELECT {columns} FROM {name} AS s {alive}")
         params.extend([timestamp, timestamp])
     if not branches:  # an empty table: one typed, empty branch keeps the schema

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING
 
 from ..errors import InvalidRequest, describe_choices
 from ..schemas import Column, Role
+from ..storage.segments import serving_keys
 from .snapshots import TableSnapshot
 
 if TYPE_CHECKING:
+    from ..annotation import AnnotationTable
     from .changes import Changes
 
 _SIMPLE_HIDDEN = frozenset({"deleted"})
@@ -35,6 +37,16 @@ class Relation:
     @cached_property
     def by_name(self) -> dict[str, Column]:
         return {c.name: c for c in self.columns}
+
+    @classmethod
+    def of_table(cls, table: AnnotationTable, snapshot: TableSnapshot | None, *,
+                 live: Changes | None = None) -> Relation:
+        return cls(table.table_name, table.schema.columns(), table.voxel_resolution, snapshot,
+                   table.cluster_key, live=live)
+
+    @cached_property
+    def serving_keys(self) -> tuple[str, ...]:
+        return serving_keys(self.columns, self.cluster_key)
 
     @cached_property
     def point_columns(self) -> dict[str, tuple[Column, Column, Column]]:

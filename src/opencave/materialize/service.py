@@ -8,7 +8,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -248,8 +248,7 @@ class MaterializationService:
         changes = self.changes.changes(meta, base, timestamp,
                                        self.segmentation(ds.segmentation_table))
         snapshot = TableSnapshot(table, to_micros(timestamp), base.parts, 0)
-        return Relation(table, meta.schema.columns(), meta.voxel_resolution, snapshot,
-                        meta.cluster_key, live=changes)
+        return Relation.of_table(meta, snapshot, live=changes)
 
     def unique_string_values(self, datastack: str, table: str, *,
                              user: User = ANONYMOUS) -> dict[str, list[str]]:
@@ -363,14 +362,11 @@ class MaterializationService:
     def _relation(self, user: User, ds: Datastack, version: Version, table: str) -> Relation:
         snapshot = self._snapshot(version, table)
         meta = self._readable_table(user, ds, table)
-        return Relation(table, meta.schema.columns(), meta.voxel_resolution, snapshot,
-                        meta.cluster_key)
+        return Relation.of_table(meta, snapshot)
 
 
 def _distinct(compiled: CompiledQuery) -> CompiledQuery:
-    sql = f"SELECT DISTINCT * FROM ({compiled.sql})"
-    return CompiledQuery(sql, compiled.params, compiled.columns, compiled.count_sql,
-                         compiled.count_params, compiled.tables)
+    return replace(compiled, sql=f"SELECT DISTINCT * FROM ({compiled.sql})")
 
 
 def _column_names(compiled: CompiledQuery) -> dict[str, dict[str, str]]:

@@ -19,17 +19,20 @@ from ..storage.segments import Segment
 @dataclass(frozen=True)
 class SnapshotPart:
     segment: Segment
-    masked: str | None = None  # relative path of the id set masked out of this segment
+    masked: str | None = None  # relative path of the rows masked out of this segment
     masked_count: int = 0
+    #: Columns the mask holds beside ``id`` (the segment's values of its sort keys), so that
+    #: a query's filters on them apply to the mask as well; empty for id-only masks.
+    mask_keys: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"segment": self.segment.to_json(), "masked": self.masked,
-                "masked_count": self.masked_count}
+                "masked_count": self.masked_count, "mask_keys": list(self.mask_keys)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SnapshotPart:
         return cls(Segment.from_json(data["segment"]), data.get("masked"),
-                   int(data.get("masked_count", 0)))
+                   int(data.get("masked_count", 0)), tuple(data.get("mask_keys", ())))
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,18 @@ sorted by the table's cluster key so that range filters on it skip most of the f
 
 A segment's root ids are valid as of ``roots_at``; versions made later reuse the segment and
 mask the rows whose roots changed (see :mod:`opencave.materialize.snapshots`).
+
+Beside each Parquet file lies its *serving copy* (``<file>.duckdb``): the same rows in
+DuckDB's native format, once per sort key — the cluster key and every other root id column —
+each sorted by (key, id). Queries read those: a point lookup there costs a few milliseconds
+where Parquet's per-file decoding costs tens, and a filter on ``post_pt_root_id`` reads the
+copy sorted by it instead of scanning. The Parquet file stays the portable record (any
+Parquet reader, object storage); the serving copy can be rebuilt from it at any time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,11 +24,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..schemas import ColumnType, SchemaType
+from ..schemas import Column, ColumnType, Role, SchemaType
 from .files import atomic_path
 
 ROW_GROUP_SIZE = 122_880
 _COMPRESSION = "zstd"
+SERVING_SUFFIX = ".duckdb"
+#: Files smaller than this get no serving copy: reading them from Parquet costs little, and a
+#: DuckDB file has a fixed size of ~1 MiB that would dominate small deltas and masks.
+SERVING_MIN_ROWS = 20_000
+#: DuckDB memory while writing serving copies: it sorts out of core beyond this.
+_WRITE_MEMORY = "4GB"
 
 ARROW_TYPES: dict[ColumnType, pa.DataType] = {
     ColumnType.INT64: pa.int64(),
@@ -56,25 +70,78 @@ class Segment:
         return cls(data["path"], int(data["num_rows"]), data["sort_key"], data.get("roots_at"))
 
 
-def write_table_segment(path: Path, table: pa.Table, sort_key: str) -> int:
-    """Sort an in-memory table by ``(sort_key, id)`` and write it atomically."""
+def serving_keys(columns: Sequence[Column], cluster_key: str) -> tuple[str, ...]:
+    """The sort keys of a table's serving copies: its cluster key, then every other root id
+    column (what queries filter on)."""
+    others = [c.name for c in columns if c.role is Role.ROOT and c.name != cluster_key]
+    return (cluster_key, *others)
+
+
+def file_bytes(path: Path) -> int:
+    """Bytes on disk of a Parquet file and its serving copy, if any."""
+    serving = serving_path(path)
+    return path.stat().st_size + (serving.stat().st_size if serving.exists() else 0)
+
+
+def serving_path(path: Path) -> Path:
+    """Where the serving copy of the Parquet file at ``path`` lives."""
+    return path.with_name(path.name + SERVING_SUFFIX)
+
+
+def sorted_copy(key: str) -> str:
+    """The table in a serving copy that holds the rows sorted by ``key``."""
+    return f"by_{key}"
+
+
+def write_table_segment(path: Path, table: pa.Table, sort_key: str,
+                        keys: Sequence[str] = ()) -> int:
+    """Sort an in-memory table by ``(sort_key, id)`` and write it atomically, with its
+    serving copy sorted by each of ``keys`` (``sort_key`` first; none when empty or under
+    :data:`SERVING_MIN_ROWS` rows)."""
     table = table.sort_by([(sort_key, "ascending"), ("id", "ascending")])
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression=_COMPRESSION)
+    if keys and table.num_rows >= SERVING_MIN_ROWS:
+        write_serving_copy(path, keys)
     return table.num_rows
 
 
 def copy_sorted_segment(con: duckdb.DuckDBPyConnection, path: Path, select: str,
-                        params: dict[str, Any] | list[Any] | None, sort_key: str) -> int:
-    """Write the rows of a DuckDB query as a segment sorted by ``(sort_key, id)``, atomically.
-    DuckDB sorts out of core, so this works for tables far larger than memory."""
+                        params: dict[str, Any] | list[Any] | None, sort_key: str,
+                        keys: Sequence[str] = ()) -> int:
+    """Write the rows of a DuckDB query as a segment sorted by ``(sort_key, id)``, atomically,
+    with its serving copy (from :data:`SERVING_MIN_ROWS` rows). DuckDB sorts out of core, so
+    this works for tables far larger than memory."""
     with atomic_path(path) as tmp:
         con.execute(
             f"COPY ({select} ORDER BY {_quote(sort_key)}, id) TO '{_sql_string(tmp)}' "
             f"(FORMAT parquet, COMPRESSION {_COMPRESSION}, ROW_GROUP_SIZE {ROW_GROUP_SIZE})",
             params,
         )
-    return pq.ParquetFile(path).metadata.num_rows
+    rows = pq.ParquetFile(path).metadata.num_rows
+    if keys and rows >= SERVING_MIN_ROWS:
+        write_serving_copy(path, keys)
+    return rows
+
+
+def write_serving_copy(path: Path, keys: Sequence[str]) -> Path:
+    """Write the serving copy of the Parquet file at ``path`` (sorted by its first key
+    already), atomically: one native table per key, sorted by (key, id)."""
+    target = serving_path(path)
+    source = f"read_parquet('{_sql_string(path)}')"
+    with atomic_path(target) as tmp:
+        con = duckdb.connect(str(tmp))
+        try:
+            con.execute(f"SET memory_limit = '{_WRITE_MEMORY}'")
+            con.execute("SET preserve_insertion_order = true")
+            for index, key in enumerate(keys):
+                order = "" if index == 0 else f" ORDER BY {_quote(key)}, id"
+                con.execute(f"CREATE TABLE {_quote(sorted_copy(key))} AS "
+                            f"SELECT * FROM {source}{order}")
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+    return target
 
 
 def max_id(path: Path) -> int:
@@ -95,6 +162,17 @@ def write_id_set(path: Path, ids: np.ndarray) -> int:
     with atomic_path(path) as tmp:
         pq.write_table(pa.table({"id": unique}), tmp, compression=_COMPRESSION)
     return len(unique)
+
+
+def write_mask(path: Path, rows: pa.Table, keys: Sequence[str]) -> int:
+    """Rows a version masks out of a segment: their ids with the segment's values of the sort
+    ``keys``, so that a query's filters on those keys apply to the mask too and a point
+    lookup reads a few mask rows instead of the whole mask. Duplicate ids are dropped."""
+    rows = rows.select(["id", *keys]).sort_by("id")
+    ids = rows.column("id").to_numpy()
+    if len(ids):
+        rows = rows.filter(pa.array(np.r_[True, ids[1:] != ids[:-1]]))
+    return write_table_segment(path, rows, keys[0], keys)
 
 
 def read_id_set(path: Path) -> np.ndarray:

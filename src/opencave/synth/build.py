@@ -233,11 +233,13 @@ def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: Segment
         path = cave.data.table_dir(table.aligned_volume, table.table_name) / unique_name(
             "bulk", ".parquet")
         if spec in in_memory:
-            rows = write_table_segment(path, in_memory[spec], table.cluster_key)
+            rows = write_table_segment(path, in_memory[spec], table.cluster_key,
+                                       table.serving_keys)
         else:
             select = (tables.synapse_select() if spec is tables.SYNAPSES
                       else tables.prediction_select())
-            rows = copy_sorted_segment(con, path, select, {"parts": parts}, table.cluster_key)
+            rows = copy_sorted_segment(con, path, select, {"parts": parts}, table.cluster_key,
+                                       table.serving_keys)
         cave.tables.add_segment(table, Segment(cave.data.relative(path), rows,
                                                table.cluster_key, to_micros(start)),
                                 max_id(path), when=spec.created)

@@ -1,0 +1,110 @@
+"""Segments, their serving copies and keyed masks: a query reads the same rows whichever
+copy it uses — Parquet or native, sorted by pre or by post root — and a mask removes exactly
+its rows, with the query's filters applied to it or not."""
+
+from datetime import UTC, datetime
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from opencave.materialize.engine import QueryEngine
+from opencave.materialize.query import compile_query, parse_query
+from opencave.materialize.relations import Relation
+from opencave.materialize.snapshots import SnapshotPart, TableSnapshot
+from opencave.schemas import get_schema_type
+from opencave.storage import segments
+from opencave.storage.files import DataDir
+from opencave.storage.segments import (
+    Segment,
+    arrow_schema,
+    serving_keys,
+    serving_path,
+    sorted_copy,
+    write_mask,
+    write_table_segment,
+)
+from opencave.timestamps import to_micros
+
+SYNAPSE = get_schema_type("synapse")
+KEYS = serving_keys(SYNAPSE.columns(), "pre_pt_root_id")
+T = datetime(2022, 1, 1, tzinfo=UTC)
+N = 3_000
+ROOTS = np.arange(100, 130)
+
+
+def synapses(rng: np.random.Generator) -> pa.Table:
+    schema = arrow_schema(SYNAPSE)
+    values = {
+        "id": np.arange(1, N + 1), "created": [T] * N, "valid": [True] * N,
+        "size": rng.random(N), "pre_pt_root_id": rng.choice(ROOTS, N),
+        "post_pt_root_id": rng.choice(ROOTS, N), "pre_pt_supervoxel_id": np.ones(N, int),
+        "post_pt_supervoxel_id": np.ones(N, int),
+    }
+    for point in ("pre_pt", "post_pt", "ctr_pt"):
+        for axis in "xyz":
+            values[f"{point}_position_{axis}"] = rng.integers(0, 1000, N)
+    return pa.Table.from_arrays(
+        [pa.array(values[f.name], f.type) if f.name in values else pa.nulls(N, f.type)
+         for f in schema], schema=schema)
+
+
+@pytest.fixture(scope="module", params=["parquet", "serving"])
+def stored(request, tmp_path_factory):
+    """One segment and a mask of a third of its rows, written as Parquet only or with
+    serving copies."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(segments, "SERVING_MIN_ROWS", 0 if request.param == "serving" else 10**9)
+        root = tmp_path_factory.mktemp(request.param)
+        rows = synapses(np.random.default_rng(7))
+        write_table_segment(root / "seg.parquet", rows, "pre_pt_root_id", KEYS)
+        masked = rows.filter(pa.array(np.arange(N) % 3 == 0))
+        write_mask(root / "mask.parquet", masked, KEYS)
+    part = SnapshotPart(Segment("seg.parquet", N, "pre_pt_root_id"), "mask.parquet",
+                        masked.num_rows, KEYS)
+    relation = Relation("syn", SYNAPSE.columns(), (4.0, 4.0, 40.0),
+                        TableSnapshot("syn", to_micros(T), (part,), 0), "pre_pt_root_id")
+    visible = rows.to_pandas()
+    visible = visible[~visible.id.isin(masked.column("id").to_pylist())]
+    return DataDir(root), QueryEngine(), relation, visible, request.param
+
+
+def test_serving_copies_hold_the_rows_sorted_by_each_key(stored):
+    data, *_, kind = stored
+    path = serving_path(data.root / "seg.parquet")
+    assert path.exists() == (kind == "serving")
+    if kind == "parquet":
+        return
+    with duckdb.connect(str(path), read_only=True) as con:
+        for key in KEYS:
+            column = con.sql(f'SELECT "{key}" FROM {sorted_copy(key)}').fetchnumpy()[key]
+            assert len(column) == N and (np.diff(column) >= 0).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(pre=st.lists(st.sampled_from(ROOTS.tolist()), max_size=4),
+       post=st.lists(st.sampled_from(ROOTS.tolist()), max_size=4),
+       min_size=st.none() | st.floats(0, 1))
+def test_queries_match_pandas_whichever_copy_they_read(stored, pre, post, min_size):
+    data, engine, relation, visible, _ = stored
+    body: dict = {"filter_in_dict": {"syn": {}}}
+    expected = visible
+    if pre:
+        body["filter_in_dict"]["syn"]["pre_pt_root_id"] = pre
+        expected = expected[expected.pre_pt_root_id.isin(pre)]
+    if post:
+        body["filter_in_dict"]["syn"]["post_pt_root_id"] = post
+        expected = expected[expected.post_pt_root_id.isin(post)]
+    if min_size is not None:
+        body["filter_greater_dict"] = {"syn": {"size": min_size}}
+        expected = expected[expected["size"] > min_size]
+    got = engine.table(compile_query(parse_query(body, [relation]), data)).to_pandas()
+    assert sorted(got.id) == sorted(expected.id)
+    if len(got):
+        merged = got.merge(expected, on="id", suffixes=("", "_expected"))
+        pd.testing.assert_series_equal(merged.post_pt_root_id, merged.post_pt_root_id_expected,
+                                       check_names=False)
