@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from opencave.instance import OpenCave
+from opencave.storage.segments import file_bytes
 
 from .layout import DATASTACK
 from .server import MemoryWatch
@@ -130,7 +131,7 @@ def measure(path: Path, synapses: int, seed: int, seconds: float | None,
                     for rel in (part.segment.path, part.masked):
                         if rel and rel not in seen:
                             seen.add(rel)
-                            added += cave.data.absolute(rel).stat().st_size
+                            added += file_bytes(cave.data.absolute(rel))  # with serving copy
             version_bytes[str(version.version)] = added
             version_rows[str(version.version)] = svc.row_count(DATASTACK, version.version,
                                                                "synapses_pni_2")
