@@ -116,7 +116,8 @@ def run(args: argparse.Namespace, home: str) -> dict[str, Any]:
     results: dict[str, Any] = {
         "synapses": args.synapses, "seed": args.seed, "repeat": args.repeat,
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": f"make bench SCALE={args.synapses}",
+        "command": f"make bench SCALE={args.synapses}" + (
+            f" (rounds: {args.repeat})" if args.repeat != 5 else ""),
         "machine": machine(), "synth": synth.__dict__, "cases": {}, "postgres": None,
         "picks": {"q1_neurons": len(picks.q1_neurons),
                   "proofread": {v: len(p) for v, p in picks.proofread.items()},
