@@ -15,6 +15,7 @@ most an orphaned temporary file (cleaned up by :meth:`DataDir.remove_stale_tempo
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -59,10 +60,14 @@ class DataDir:
         return (self.root / "live.sqlite").exists()
 
     def remove_stale_temporaries(self) -> int:
-        """Delete temporaries left by killed writers; returns how many were removed."""
+        """Delete temporaries left by killed writers — files, and the spill directories DuckDB
+        keeps beside a database it is writing; returns how many were removed."""
         removed = 0
-        for path in self.root.rglob(f"*{_TMP_MARK}*"):
-            path.unlink(missing_ok=True)
+        for path in list(self.root.rglob(f"*{_TMP_MARK}*")):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
             removed += 1
         return removed
 
