@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -13,10 +14,11 @@ from .annotation.service import Segmentation as WriteSegmentation
 from .auth import Access, AuthService
 from .info import InfoService
 from .materialize.changes import ChangeFinder
+from .materialize.compaction import Compactor
 from .materialize.engine import QueryEngine
 from .materialize.materializer import MaterializationReport, Materializer
 from .materialize.service import MaterializationService
-from .materialize.versions import Versions
+from .materialize.versions import Version, Versions
 from .materialize.view import SegmentationView
 from .materialize.views import Views
 from .segmentation import SegmentationGraph
@@ -104,6 +106,15 @@ class OpenCave:
         self.versions.expire(datastack, now())
         return report
 
+    def compact(self, datastack: str, *,
+                on_version: Callable[[Version, int, int], None] | None = None) -> int:
+        """Compact the versions of ``datastack`` made before compaction existed (versions
+        made since are compacted as they are made); returns the bytes written."""
+        ds = self.info.datastack(datastack)
+        tables = {t.table_name: t for t in self.tables.list(ds.aligned_volume.name)}
+        return Compactor(self.data, self.engine).compact_history(
+            self.versions, tables, datastack, on_version=on_version)
+
     def materializer(self) -> Materializer:
         return Materializer(self.data, self.info, self.tables, self.versions,
                             self.segmentation_view, self.engine, self.changes)
@@ -111,3 +122,9 @@ class OpenCave:
     def close(self) -> None:
         self.engine.close()
         self.live.dispose()
+
+    def __enter__(self) -> OpenCave:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -19,6 +19,7 @@ from ..storage.files import DataDir
 
 if TYPE_CHECKING:
     from ..instance import OpenCave
+    from ..materialize.versions import Version
 
 app = typer.Typer(help="opencave: a self-hostable Connectome Annotation Versioning Engine.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -76,6 +77,25 @@ def materialize(data: DataOption, datastack: DatastackOption = "minnie65_public"
     changed = sum(report.rows_rewritten.values())
     typer.echo(f"version {report.version.version} at {report.version.time_stamp.isoformat()}: "
                f"{changed:,} rows rewritten, {report.bytes_written / 1e6:,.1f} MB written")
+
+
+@app.command()
+def compact(data: DataOption, datastack: DatastackOption = "minnie65_public") -> None:
+    """Compact the versions of a datastack made before compaction existed: each table's
+    delta segments merged into fewer parts (same rows, shared between versions). Safe
+    beside a running server, which reads the compacted parts after a restart."""
+    from ..progress import steps
+
+    with _instance(data) as cave, steps() as bar:
+        task = bar.task(f"compacting {datastack}", len(cave.versions.available(
+            datastack, include_expired=True)))
+
+        def report(version: Version, before: int, after: int) -> None:
+            bar.advance(task)
+            console.print(f"version {version.version}: {before} parts → {after}")
+
+        written = cave.compact(datastack, on_version=report)
+    typer.echo(f"compacted {datastack}: {written / 1e6:,.1f} MB written")
 
 
 @app.command()

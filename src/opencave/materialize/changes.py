@@ -41,6 +41,7 @@ class Base:
     parts: tuple[SnapshotPart, ...]
     valid_at: tuple[int, ...]
     since: datetime | None
+    loaded: tuple[str, ...] = ()  # the bulk-loaded segments the parts account for
 
 
 @dataclass
@@ -68,13 +69,15 @@ class ChangeFinder:
         not include yet (roots valid when loaded)."""
         parts = list(prior.parts) if prior else []
         valid_at = [prior.timestamp] * len(parts) if prior else []
-        known = {p.segment.path for p in parts}
+        known = prior.loaded_segments() if prior else set()
+        loaded = sorted(known)
         for segment in self.tables.segments(table):
             if segment.path not in known:
                 parts.append(SnapshotPart(segment))
                 valid_at.append(segment.roots_at if segment.roots_at is not None else -1)
+                loaded.append(segment.path)
         since = from_micros(prior.timestamp) if prior else None
-        return Base(tuple(parts), tuple(valid_at), since)
+        return Base(tuple(parts), tuple(valid_at), since, tuple(loaded))
 
     def changes(self, table: AnnotationTable, base: Base, timestamp: datetime,
                 seg: SegmentationView) -> Changes:

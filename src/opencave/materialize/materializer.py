@@ -6,7 +6,8 @@ root ids valid at the version's timestamp. A new version at T therefore starts f
 previous version's snapshot and applies the changes since then (:mod:`.changes`): rows whose
 roots expired, rows deleted or written through the API. Changed rows go into one new delta
 segment (sorted like the others); their old copies are masked. Rows are never copied
-otherwise, so every version can be kept.
+otherwise — but for compaction (:mod:`.compaction`), which merges small parts at a cost of
+what it merges — so every version can be kept.
 
 Publication is atomic: files first (each renamed into place when complete), then one
 transaction records the snapshots and flips the version to AVAILABLE. A killed run leaves an
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import pyarrow as pa
@@ -29,6 +30,7 @@ from ..storage.files import DataDir, unique_name
 from ..storage.segments import Segment, file_bytes, write_mask, write_table_segment
 from ..timestamps import as_utc, to_micros
 from .changes import Base, ChangeFinder, Changes
+from .compaction import Compactor, mask_rows
 from .engine import QueryEngine
 from .query import Query, compile_query
 from .relations import Relation
@@ -58,6 +60,7 @@ class Materializer:
         self.segmentation = segmentation
         self.engine = engine
         self.finder = changes
+        self.compactor = Compactor(data_dir, engine)
 
     def materialize(self, datastack: str, timestamp: datetime, *, version: int | None = None,
                     expires_on: datetime | None = None) -> MaterializationReport:
@@ -111,10 +114,10 @@ class Materializer:
                   seg: SegmentationView, version: Version) -> tuple[TableSnapshot, int, int]:
         changes = self.finder.changes(table, base, timestamp, seg)
         parts, written = self._persist(table, base, changes, timestamp, version)
-        snapshot = TableSnapshot(table.table_name, to_micros(timestamp), tuple(parts), 0)
+        snapshot = TableSnapshot(table.table_name, to_micros(timestamp), tuple(parts), 0,
+                                 base.loaded)
         rewritten = 0 if changes.rows is None else changes.rows.num_rows
-        return (TableSnapshot(snapshot.table, snapshot.timestamp, snapshot.parts,
-                              self._count(table, snapshot)), rewritten, written)
+        return (replace(snapshot, row_count=self._count(table, snapshot)), rewritten, written)
 
     def _persist(self, table: AnnotationTable, base: Base, changes: Changes,
                  timestamp: datetime, version: Version) -> tuple[list[SnapshotPart], int]:
@@ -129,32 +132,20 @@ class Materializer:
             segment, size = self._write_delta(table, changes.rows, timestamp)
             parts.append(SnapshotPart(segment))
             written += size
-        return parts, written
+        compaction = self.compactor.compact(table, parts, timestamp)
+        return compaction.parts, written + compaction.bytes_written
 
     def _extend_mask(self, part: SnapshotPart, rows: pa.Table, table: AnnotationTable,
                      version: Version) -> tuple[SnapshotPart, int]:
         keys = table.serving_keys
         if part.masked:
-            rows = pa.concat_tables([self._mask_rows(part, keys), rows],
+            rows = pa.concat_tables([mask_rows(self.engine, self.data_dir, part, keys), rows],
                                     promote_options="permissive")
         path = self.data_dir.version_dir(version.datastack, version.version) / unique_name(
             f"{table.table_name}-mask", ".parquet")
         count = write_mask(path, rows, keys)
         size = file_bytes(path)
         return SnapshotPart(part.segment, self.data_dir.relative(path), count, keys), size
-
-    def _mask_rows(self, part: SnapshotPart, keys: tuple[str, ...]) -> pa.Table:
-        """The rows a part's mask holds, with ``keys`` (looked up in the segment for masks
-        written with ids only)."""
-        assert part.masked is not None
-        mask = str(self.data_dir.absolute(part.masked))
-        columns = ", ".join(f'"{k}"' for k in keys)
-        if part.mask_keys == keys:
-            return self.engine.run(f"SELECT id, {columns} FROM read_parquet(?)", [mask])
-        return self.engine.run(
-            f"SELECT id, {columns} FROM read_parquet(?) WHERE id IN "
-            f"(SELECT id FROM read_parquet(?))",
-            [str(self.data_dir.absolute(part.segment.path)), mask])
 
     def _write_delta(self, table: AnnotationTable, rows: pa.Table,
                      timestamp: datetime) -> tuple[Segment, int]:

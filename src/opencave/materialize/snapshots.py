@@ -41,13 +41,26 @@ class TableSnapshot:
     timestamp: int  # microseconds since the epoch: rows alive at this instant are visible
     parts: tuple[SnapshotPart, ...]
     row_count: int
+    #: The table's bulk-loaded segments whose rows this snapshot accounts for (compaction
+    #: may have merged them into other parts); ``None`` in snapshots written before
+    #: compaction, whose parts list them.
+    loaded: tuple[str, ...] | None = None
+
+    def loaded_segments(self) -> set[str]:
+        if self.loaded is not None:
+            return set(self.loaded)
+        return {p.segment.path for p in self.parts}
 
     def to_json(self) -> dict[str, Any]:
-        return {"table": self.table, "timestamp": self.timestamp, "row_count": self.row_count,
+        data = {"table": self.table, "timestamp": self.timestamp, "row_count": self.row_count,
                 "parts": [p.to_json() for p in self.parts]}
+        if self.loaded is not None:
+            data["loaded"] = list(self.loaded)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TableSnapshot:
+        loaded = data.get("loaded")
         return cls(data["table"], int(data["timestamp"]),
                    tuple(SnapshotPart.from_json(p) for p in data["parts"]),
-                   int(data["row_count"]))
+                   int(data["row_count"]), None if loaded is None else tuple(loaded))

@@ -198,6 +198,18 @@ class Versions:
             )
         return self.get(version.datastack, version.version)
 
+    def replace_snapshots(self, version: Version, snapshots: list[TableSnapshot]) -> None:
+        """Swap table snapshots of a published version for equivalent ones (same rows, e.g.
+        compacted), in one transaction."""
+        with self.live.begin() as conn:
+            for snap in snapshots:
+                conn.execute(
+                    version_tables.update().where(
+                        version_tables.c.version_id == version.id,
+                        version_tables.c.table_name == snap.table,
+                    ).values(row_count=snap.row_count, snapshot=snap.to_json())
+                )
+
     def expire(self, datastack: str, when: datetime) -> list[int]:
         """Apply the expiry policy: available versions whose ``expires_on`` has passed leave
         the default listings (their files stay; they remain queryable by number)."""

@@ -1,0 +1,265 @@
+"""Compaction: fewer parts per table snapshot, the same visible rows.
+
+Every version adds a delta segment and masks to the parts of the previous one, so a query
+at a late version reads many parts (13 at v1718 of the synthetic datastack): DuckDB's
+planning of the union of anti-joins and the per-part scans then dominate a one-neuron
+lookup. Compaction merges the visible rows of several parts into one new segment (no mask),
+the way an LSM tree merges runs, *size-tiered*: parts of similar size (the same power of
+:data:`FANOUT` in visible rows) merge once :data:`FANOUT` of them accumulate. A row is thus
+rewritten O(log(table / delta)) times over its life, each merge costs what it merges (never
+the table: the largest part, the bulk load, is not merged), and a snapshot keeps at most
+``FANOUT - 1`` parts per tier. Tables under :data:`SMALL_TABLE_ROWS` visible rows are merged
+whole: that costs nothing and spares opening one small file per version.
+
+Versions compact as they are made (:meth:`Compactor.compact`), so a version shares merged
+segments with the next. Versions made before compaction existed are compacted in order by
+:meth:`Compactor.compact_history`, carrying each merged segment into the next version with a
+mask of the rows that changed since the merge, so they share too. Merged segments are new
+files; nothing is deleted (older snapshots and running servers may still read the parts
+they replace), and a snapshot is swapped only after its row count is checked unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..annotation import AnnotationTable
+from ..storage.files import DataDir, unique_name
+from ..storage.segments import (
+    Segment,
+    copy_sorted_segment,
+    file_bytes,
+    write_mask,
+)
+from ..timestamps import from_micros, to_micros
+from .engine import QueryEngine
+from .query import Query, compile_query
+from .relations import Relation
+from .snapshots import SnapshotPart, TableSnapshot
+from .versions import Version, Versions
+
+FANOUT = 4
+SMALL_TABLE_ROWS = 20_000
+#: DuckDB memory while merging: it sorts out of core beyond this.
+_MERGE_MEMORY = "4GB"
+
+
+def visible_rows(part: SnapshotPart) -> int:
+    return part.segment.num_rows - part.masked_count
+
+
+def _tier(rows: int) -> int:
+    return int(math.log(max(rows, 1), FANOUT))
+
+
+def plan_merges(parts: Sequence[SnapshotPart]) -> list[list[int]]:
+    """Groups of part indexes to merge, each into one part (empty: nothing to do)."""
+    if len(parts) < 2:
+        return []
+    sizes = [visible_rows(p) for p in parts]
+    if sum(sizes) < SMALL_TABLE_ROWS:
+        return [list(range(len(parts)))]
+    largest = max(range(len(parts)), key=sizes.__getitem__)
+    tiers: dict[int, list[int]] = {}
+    for index, rows in enumerate(sizes):
+        if index != largest:
+            tiers.setdefault(_tier(rows), []).append(index)
+    return [group for _, group in sorted(tiers.items()) if len(group) >= FANOUT]
+
+
+@dataclass
+class Compaction:
+    parts: list[SnapshotPart]
+    #: Each merged part (by segment path) and the parts it replaced.
+    merged: dict[str, list[SnapshotPart]] = field(default_factory=dict)
+    bytes_written: int = 0
+
+
+def mask_rows(engine: QueryEngine, data: DataDir, part: SnapshotPart,
+              keys: Sequence[str]) -> pa.Table:
+    """The rows a part's mask holds (``id`` and ``keys``; the keys are looked up in the
+    segment for masks written with ids only)."""
+    assert part.masked is not None
+    mask = str(data.absolute(part.masked))
+    columns = ", ".join(["id", *(f'"{k}"' for k in keys)])
+    if tuple(part.mask_keys) == tuple(keys):
+        return engine.run(f"SELECT {columns} FROM read_parquet(?)", [mask])
+    return engine.run(
+        f"SELECT {columns} FROM read_parquet(?) WHERE id IN (SELECT id FROM read_parquet(?))",
+        [str(data.absolute(part.segment.path)), mask])
+
+
+class Compactor:
+    def __init__(self, data: DataDir, engine: QueryEngine) -> None:
+        self.data = data
+        self.engine = engine
+
+    def compact(self, table: AnnotationTable, parts: Sequence[SnapshotPart],
+                timestamp: datetime) -> Compaction:
+        """Merge parts per :func:`plan_merges` until it has nothing left to merge."""
+        result = Compaction(list(parts))
+        while groups := plan_merges(result.parts):
+            merged = {i for group in groups for i in group}
+            kept = [p for i, p in enumerate(result.parts) if i not in merged]
+            for group in groups:
+                members = [result.parts[i] for i in group]
+                part, size = self._merge(table, members, timestamp)
+                result.merged[part.segment.path] = members
+                result.bytes_written += size
+                kept.append(part)
+            result.parts = kept
+        return result
+
+    def _merge(self, table: AnnotationTable, members: list[SnapshotPart],
+               timestamp: datetime) -> tuple[SnapshotPart, int]:
+        columns = ", ".join(f's."{c.name}"' for c in table.schema.columns())
+        selects, params = [], []
+        for part in members:
+            params.append(str(self.data.absolute(part.segment.path)))
+            source = "read_parquet(?) AS s"
+            if part.masked:
+                source += " ANTI JOIN read_parquet(?) AS m ON s.id = m.id"
+                params.append(str(self.data.absolute(part.masked)))
+            selects.append(f"SELECT {columns} FROM {source}")
+        path = self.data.table_dir(table.aligned_volume, table.table_name) / unique_name(
+            "merged", ".parquet")
+        con = duckdb.connect(":memory:")
+        try:
+            con.execute(f"SET memory_limit = '{_MERGE_MEMORY}'")
+            rows = copy_sorted_segment(
+                con, path, "SELECT * FROM (" + " UNION ALL ".join(selects) + ")", params,
+                table.cluster_key, table.serving_keys)
+        finally:
+            con.close()
+        segment = Segment(self.data.relative(path), rows, table.cluster_key,
+                          to_micros(timestamp))
+        return SnapshotPart(segment), file_bytes(path)
+
+    # -- versions made before compaction ---------------------------------------------------
+
+    def compact_history(self, versions: Versions, tables: dict[str, AnnotationTable],
+                        datastack: str, *,
+                        on_version: Callable[[Version, int, int], None] | None = None) -> int:
+        """Compact every version of ``datastack`` (``tables``: its annotation tables by
+        name), oldest first, so that merged segments are shared between consecutive
+        versions. Returns the bytes written; ``on_version(version, parts before, parts
+        after)`` reports progress."""
+        history: dict[str, _TableHistory] = {}
+        written = 0
+        for version in versions.available(datastack, include_expired=True):
+            replaced: list[TableSnapshot] = []
+            before = after = 0
+            for name, snapshot in versions.snapshots(version).items():
+                table = tables[name]
+                state = history.setdefault(name, _TableHistory())
+                parts, remasked = state.carry(self, table, snapshot, version)
+                compaction = self.compact(table, parts, from_micros(snapshot.timestamp))
+                state.record(compaction, snapshot)
+                written += remasked + compaction.bytes_written
+                before += len(snapshot.parts)
+                after += len(compaction.parts)
+                if compaction.parts != list(snapshot.parts):
+                    replaced.append(self._checked(table, snapshot, compaction.parts))
+            if replaced:
+                versions.replace_snapshots(version, replaced)
+            if on_version:
+                on_version(version, before, after)
+        return written
+
+    def _checked(self, table: AnnotationTable, snapshot: TableSnapshot,
+                 parts: list[SnapshotPart]) -> TableSnapshot:
+        compacted = replace(snapshot, parts=tuple(parts),
+                            loaded=tuple(sorted(snapshot.loaded_segments())))
+        query = compile_query(Query((Relation.of_table(table, compacted),)), self.data)
+        count = self.engine.count(query)
+        if count != snapshot.row_count:
+            raise RuntimeError(f"compacting {snapshot.table!r} changed its row count "
+                               f"({snapshot.row_count} → {count}); the version was left as "
+                               "it was")
+        return compacted
+
+
+@dataclass
+class _TableHistory:
+    """One table through the versions being compacted: the previous version's compacted
+    parts, and for each merged segment the original parts it holds with their masks at
+    the time of the merge."""
+
+    parts: list[SnapshotPart] | None = None
+    sources: dict[str, dict[str, str | None]] = field(default_factory=dict)
+
+    def carry(self, compactor: Compactor, table: AnnotationTable, snapshot: TableSnapshot,
+              version: Version) -> tuple[list[SnapshotPart], int]:
+        """The snapshot's parts expressed with the merged segments of the previous version
+        (a merged segment's mask: what its original parts masked since the merge), and the
+        bytes of the masks written. Falls back to the snapshot's own parts when it does not
+        extend the previous version."""
+        originals = {p.segment.path: p for p in snapshot.parts}
+        own = list(snapshot.parts), 0
+        if self.parts is None:
+            return own
+        carried: list[SnapshotPart] = []
+        written = 0
+        covered: set[str] = set()
+        for part in self.parts:
+            path = part.segment.path
+            sources = self.sources.get(path)
+            if sources is None:
+                if path not in originals:
+                    return own
+                carried.append(originals[path])
+                covered.add(path)
+                continue
+            if not sources.keys() <= originals.keys():
+                return own
+            remasked, size = _remask(compactor, table, part, sources, originals, version)
+            carried.append(remasked)
+            written += size
+            covered |= sources.keys()
+        carried += [p for path, p in originals.items() if path not in covered]
+        return carried, written
+
+    def record(self, compaction: Compaction, snapshot: TableSnapshot) -> None:
+        """Remember the compacted parts, and the originals (with their masks in this
+        snapshot) behind each new merged segment."""
+        masks = {p.segment.path: p.masked for p in snapshot.parts}
+        for path, members in compaction.merged.items():
+            sources: dict[str, str | None] = {}
+            for member in members:
+                inner = self.sources.get(member.segment.path)
+                for original in inner if inner is not None else [member.segment.path]:
+                    sources[original] = masks.get(original)
+            self.sources[path] = sources
+        self.parts = compaction.parts
+
+
+def _remask(compactor: Compactor, table: AnnotationTable, merged: SnapshotPart,
+            sources: dict[str, str | None], originals: dict[str, SnapshotPart],
+            version: Version) -> tuple[SnapshotPart, int]:
+    """A merged segment carried into ``version``: masked where its sources' masks grew."""
+    keys = table.serving_keys
+    new_rows = []
+    for path, mask_then in sources.items():
+        now = originals[path]
+        if now.masked is None or now.masked == mask_then:
+            continue
+        rows = mask_rows(compactor.engine, compactor.data, now, keys)
+        if mask_then is not None:  # masked before the merge: not in the merged segment
+            earlier = compactor.engine.run("SELECT id FROM read_parquet(?)",
+                                           [str(compactor.data.absolute(mask_then))])
+            rows = rows.filter(pc.invert(pc.is_in(rows.column("id"), earlier.column("id"))))
+        new_rows.append(rows)
+    if not new_rows or not sum(t.num_rows for t in new_rows):
+        return SnapshotPart(merged.segment), 0
+    path = compactor.data.version_dir(version.datastack, version.version) / unique_name(
+        f"{table.table_name}-mask", ".parquet")
+    count = write_mask(path, pa.concat_tables(new_rows), keys)
+    return (SnapshotPart(merged.segment, compactor.data.relative(path), count, keys),
+            file_bytes(path))
