@@ -11,6 +11,7 @@ edits: each run adds edits and one version.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import time
@@ -45,6 +46,10 @@ def main() -> None:
     finally:
         cave.close()
     _print(args.synapses, rows)
+    record = CACHE / f"versions-results-{args.synapses}.json"
+    record.write_text(json.dumps({"synapses": args.synapses, "edited": args.edited,
+                                  "date": now().isoformat(timespec="minutes"),
+                                  "rows": rows}, indent=1))
 
 
 def _datastack(synapses: int) -> Path:

@@ -50,7 +50,8 @@ class QueryEngine:
         self._db = duckdb.connect(":memory:")
         self._lock = threading.Lock()
         self._attached: set[str] = set()
-        self._db.execute("SET TimeZone = 'UTC'")
+        # Global settings: every cursor inherits them (a per-cursor SET costs ~0.5 ms/query).
+        self._db.execute("SET GLOBAL TimeZone = 'UTC'")
         self._db.execute("SET parquet_metadata_cache = true")
         if threads:
             self._db.execute(f"SET threads = {int(threads)}")
@@ -59,9 +60,7 @@ class QueryEngine:
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         with self._lock:  # creating cursors is not thread-safe; using them is
-            cursor = self._db.cursor()
-        cursor.execute("SET TimeZone = 'UTC'")
-        return cursor
+            return self._db.cursor()
 
     def _attach(self, attachments: dict[str, str]) -> None:
         """Attach serving copies read-only, once each for the life of the engine (they are
