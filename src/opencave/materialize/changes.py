@@ -29,6 +29,7 @@ from ..storage.files import DataDir
 from ..storage.segments import arrow_schema
 from ..timestamps import from_micros, to_micros
 from .engine import QueryEngine
+from .query import Sources
 from .snapshots import SnapshotPart, TableSnapshot
 from .view import SegmentationView, lookup_roots
 
@@ -109,32 +110,48 @@ class ChangeFinder:
                       timestamp: datetime, seg: SegmentationView, roots: list[str],
                       deleted: np.ndarray) -> pa.Table | None:
         """Unmasked rows of ``part`` whose roots expired since ``valid_at`` or that were
-        deleted since the base."""
-        conditions: list[str] = []
+        deleted since the base. Each root column is searched in the serving copy sorted by
+        it, so the cost follows the rows found, not the part's size."""
         tables: dict[str, pa.Table] = {}
+        #: (sort key to read by, column, values) — rows whose column is in the values
+        searches: list[tuple[str, str | None, str]] = []
         target = to_micros(timestamp)
         if roots and valid_at != target:
             if 0 <= valid_at < target:
                 old, _new = seg.delta_roots(from_micros(valid_at), timestamp)
                 if len(old):
-                    tables["expired"] = pa.table({"r": np.asarray(old, dtype=np.int64)})
-                    conditions += [f's."{r}" IN (SELECT r FROM expired)' for r in roots]
+                    tables["expired"] = pa.table({"v": np.asarray(old, dtype=np.int64)})
+                    searches += [(r, r, "expired") for r in roots]
             else:  # roots from an unknown or later time: look every row up again
-                conditions.append("TRUE")
+                searches.append((table.cluster_key, None, ""))
         if len(deleted):
-            tables["gone"] = pa.table({"id": deleted})
-            conditions.append("s.id IN (SELECT id FROM gone)")
-        if not conditions:
+            tables["gone"] = pa.table({"v": deleted})
+            searches.append((table.cluster_key, "id", "gone"))
+        if not searches:
             return None
-        params: list[object] = [str(self.data.absolute(part.segment.path))]
-        source = "read_parquet(?) AS s"
-        if part.masked:
-            source += " ANTI JOIN read_parquet(?) AS m ON s.id = m.id"
-            params.append(str(self.data.absolute(part.masked)))
+        sources = Sources(self.data)
+        params: list[object] = []
         columns = ", ".join(f's."{c.name}"' for c in table.schema.columns())
-        return self.engine.run(
-            f"SELECT {columns} FROM {source} WHERE {' OR '.join(conditions)}", params,
-            tables=tables)
+        branches = []
+        for key, column, values in searches:
+            source = sources.stored(part.segment.path, key, params) + " AS s"
+            if part.masked:
+                # the mask holds the segment's ids and key values: search it the same way
+                on_mask = column if column == "id" or column in part.mask_keys else None
+                mask = sources.stored(part.masked, key, params)
+                source += (f" ANTI JOIN (SELECT m.id FROM {mask} AS m WHERE "
+                           f"{_among('m', on_mask, values)}) AS m ON s.id = m.id")
+            branches.append(f"SELECT {columns} FROM {source} WHERE "
+                            f"{_among('s', column, values)}")
+        # UNION: a row found through several keys comes back once
+        return self.engine.run(" UNION ".join(branches), params, tables=tables,
+                               attachments=sources.attachments)
+
+
+def _among(alias: str, column: str | None, values: str) -> str:
+    """``alias.column`` is one of the values of the registered table ``values`` (no column:
+    every row)."""
+    return "TRUE" if column is None else f'{alias}."{column}" IN (SELECT v FROM {values})'
 
 
 def refresh_roots(table: AnnotationTable, rows: pa.Table, timestamp: datetime,

@@ -216,7 +216,7 @@ def _parse_suffixes(body: Mapping[str, Any], relations: Sequence[Relation]) -> d
 def compile_query(query: Query, data_dir: DataDir) -> CompiledQuery:
     params: list[Any] = []
     ctes = []
-    sources = _Sources(data_dir)
+    sources = Sources(data_dir)
     aliases = {r.name: f"t{i}" for i, r in enumerate(query.relations)}
     # Filters go into each table's CTE (pushed into its scans), except on the optional side
     # of a left join, where they must filter the joined rows instead.
@@ -264,7 +264,7 @@ def _conditions(filters: list[Filter], alias: str, params: list[Any]) -> str:
 
 
 @dataclass
-class _Sources:
+class Sources:
     """What a statement reads besides SQL text: serving copies to attach, Arrow tables to
     register."""
 
@@ -303,7 +303,7 @@ def _mask_join(source: str, mask_keys: tuple[str, ...], filters: list[Filter],
             f"ON s.id = {alias}.id")
 
 
-def _relation_cte(relation: Relation, filters: list[Filter], sources: _Sources,
+def _relation_cte(relation: Relation, filters: list[Filter], sources: Sources,
                   params: list[Any], alias: str) -> str:
     """The relation's visible rows: each part (segment minus masks, persisted and live)
     plus live rows, alive at the snapshot's timestamp."""
