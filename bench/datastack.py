@@ -128,7 +128,7 @@ def measure(path: Path, synapses: int, seed: int, seconds: float | None,
             added = 0
             for snapshot in cave.versions.snapshots(version).values():
                 for part in snapshot.parts:
-                    for rel in (part.segment.path, part.masked):
+                    for rel in (part.segment.path, *(m.path for m in part.masks)):
                         if rel and rel not in seen:
                             seen.add(rel)
                             added += file_bytes(cave.data.absolute(rel))  # with serving copy

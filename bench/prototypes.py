@@ -79,9 +79,9 @@ def derive(cave: OpenCave, out: Path) -> dict[str, Any]:
         for i, part in enumerate(snapshot.parts):
             segment = cave.data.absolute(part.segment.path)
             con.execute(f"CREATE TABLE part{i} AS SELECT * FROM read_parquet('{segment}')")
-            if part.masked:
-                mask = cave.data.absolute(part.masked)
-                con.execute(f"CREATE TABLE mask{i} AS SELECT id FROM read_parquet('{mask}')")
+            if part.masks:
+                masks = [str(cave.data.absolute(m.path)) for m in part.masks]
+                con.execute(f"CREATE TABLE mask{i} AS SELECT id FROM read_parquet(?)", [masks])
         for table in (CELL_TYPES, NUCLEI):
             rows = svc.query_table(DATASTACK, LATEST, table, {}).stream.read_all()
             con.register("rows_arrow", rows)
@@ -92,7 +92,7 @@ def derive(cave: OpenCave, out: Path) -> dict[str, Any]:
         tmp.rename(native)
         raw.unlink()
     return {"pre_parquet": pre_parquet, "native": native, "parts": len(snapshot.parts),
-            "masked": [p.masked is not None for p in snapshot.parts],
+            "masked": [bool(p.masks) for p in snapshot.parts],
             "timestamp": from_micros(snapshot.timestamp), "dir": out}
 
 

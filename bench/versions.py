@@ -19,11 +19,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 
 from opencave.auth import SYSTEM
 from opencave.instance import OpenCave
+from opencave.storage.segments import copy_sorted_segment, file_bytes
 from opencave.synth import world
 from opencave.timestamps import now
 
@@ -107,24 +109,31 @@ def _edit(cave: OpenCave, neurons: np.ndarray, fraction: float, after) -> int:  
 
 def _full_rebuild(cave: OpenCave, version: int) -> tuple[float, int]:
     """The baseline: what a copy-everything design does for the same version — read every
-    visible row of every table with its roots at the version and write it anew."""
+    visible row of every table with its roots at the version and write it anew, in the same
+    format (Parquet sorted by the cluster key, with its serving copies)."""
     service = cave.materialization()
     out = cave.data.root / "bench-full-rebuild"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
+    con = duckdb.connect()
     started = time.perf_counter()
-    for table in cave.versions.table_names(cave.versions.get(DS, version)):
-        stream = service.query_table(DS, version, table, {}, user=SYSTEM).stream
+    for name in cave.versions.table_names(cave.versions.get(DS, version)):
+        table = cave.tables.get(world.ALIGNED_VOLUME, name)
+        stream = service.query_table(DS, version, name, {}, user=SYSTEM).stream
+        unsorted = out / f"{name}.unsorted.parquet"
         writer = None
         for batch in stream:
             if writer is None:
-                writer = pq.ParquetWriter(out / f"{table}.parquet", batch.schema,
-                                          compression="zstd")
+                writer = pq.ParquetWriter(unsorted, batch.schema, compression="zstd")
             writer.write_batch(batch)
         if writer is not None:
             writer.close()
+            copy_sorted_segment(con, out / f"{name}.parquet", "SELECT * FROM read_parquet(?)",
+                                [str(unsorted)], table.cluster_key, table.serving_keys)
+            unsorted.unlink()
     seconds = time.perf_counter() - started
-    size = sum(p.stat().st_size for p in out.iterdir())
+    size = sum(file_bytes(p) for p in out.glob("*.parquet"))
+    con.close()
     shutil.rmtree(out)
     return seconds, size
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 from datetime import timedelta
+from itertools import pairwise
 
 import pandas as pd
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from opencave.instance import OpenCave
 from opencave.materialize import compaction
 from opencave.materialize.compaction import FANOUT, SMALL_TABLE_ROWS, plan_merges
-from opencave.materialize.snapshots import SnapshotPart
+from opencave.materialize.snapshots import Mask, SnapshotPart
 from opencave.settings import Settings
 from opencave.storage.segments import Segment
 from opencave.synth import build, world
@@ -22,8 +23,8 @@ DS = world.DATASTACK
 
 
 def part(rows: int, masked: int = 0) -> SnapshotPart:
-    return SnapshotPart(Segment(f"s{rows}-{masked}", rows, "id"), "m" if masked else None,
-                        masked)
+    return SnapshotPart(Segment(f"s{rows}-{masked}", rows, "id"),
+                        (Mask("m", masked),) if masked else ())
 
 
 def test_a_small_table_is_merged_whole():
@@ -71,12 +72,31 @@ def test_versions_are_compacted_as_they_are_made(cave):
     assert shared and max(shared.values()) > 1  # the next version reuses a merged segment
 
 
-@pytest.fixture(scope="module")
-def uncompacted(tmp_path_factory):
-    """The test datastack made as before compaction existed."""
+def test_each_version_appends_a_mask_and_masks_merge_by_tiers(cave):
+    """The bulk segment's masks: a version shares its predecessor's mask files and adds at
+    most one (unless masks of one tier merged), and the chain stays short."""
+    chains = [next(p.masks for p in cave.versions.snapshots(v)["synapses_pni_2"].parts
+                   if p.segment.num_rows == TEST_SYNAPSES)
+              for v in cave.versions.available(DS)]
+    for before, after in pairwise(chains):
+        fresh = {m.path for m in after} - {m.path for m in before}
+        assert len(fresh) == 1
+        kept = [m for m in after if m.path not in fresh]
+        assert kept == list(before) or len(kept) < len(before)  # shared, or merged
+    assert max(len(c) for c in chains) < FANOUT * 2
+    assert any(len(after) < len(before) for before, after in pairwise(chains)), "no merge"
+
+
+@pytest.fixture(scope="module", params=["one mask per part", "mask chains"])
+def uncompacted(request, tmp_path_factory):
+    """The test datastack made as before compaction existed: each version rewriting one
+    whole mask per part (as before mask chains), or appending to chains never merged."""
     out = tmp_path_factory.mktemp("uncompacted") / "minnie"
+    whole = request.param == "one mask per part"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(compaction, "plan_merges", lambda parts: [])
+        patch.setattr(compaction, "tier_groups",
+                      lambda sizes: [list(sizes)] if whole and len(sizes) > 1 else [])
         build(out, synapses_total=TEST_SYNAPSES, seed=TEST_SEED, progress=False)
     return out
 

@@ -11,7 +11,7 @@ from opencave.errors import InvalidRequest
 from opencave.materialize.engine import QueryEngine
 from opencave.materialize.query import compile_query, parse_query
 from opencave.materialize.relations import Relation
-from opencave.materialize.snapshots import SnapshotPart, TableSnapshot
+from opencave.materialize.snapshots import Mask, SnapshotPart, TableSnapshot
 from opencave.schemas import get_schema_type
 from opencave.storage.files import DataDir
 from opencave.storage.segments import Segment, arrow_schema, write_id_set, write_table_segment
@@ -55,7 +55,7 @@ def world(tmp_path_factory):
     nucleus_rel = Relation(
         "nuclei", get_schema_type("nucleus_detection").columns(), (4.0, 4.0, 40.0),
         TableSnapshot("nuclei", to_micros(at), (SnapshotPart(
-            Segment("nuclei.parquet", n, "pt_root_id"), "mask.parquet", len(masked)),), 0))
+            Segment("nuclei.parquet", n, "pt_root_id"), (Mask("mask.parquet", len(masked)),)),), 0))
     type_rel = Relation(
         "types", get_schema_type("cell_type_reference").columns(), (4.0, 4.0, 40.0),
         TableSnapshot("types", to_micros(at), (SnapshotPart(

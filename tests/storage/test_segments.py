@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from opencave.materialize.engine import QueryEngine
 from opencave.materialize.query import compile_query, parse_query
 from opencave.materialize.relations import Relation
-from opencave.materialize.snapshots import SnapshotPart, TableSnapshot
+from opencave.materialize.snapshots import Mask, SnapshotPart, TableSnapshot
 from opencave.schemas import get_schema_type
 from opencave.storage import segments
 from opencave.storage.files import DataDir
@@ -63,9 +63,13 @@ def stored(request, tmp_path_factory):
         rows = synapses(np.random.default_rng(7))
         write_table_segment(root / "seg.parquet", rows, "pre_pt_root_id", KEYS)
         masked = rows.filter(pa.array(np.arange(N) % 3 == 0))
-        write_mask(root / "mask.parquet", masked, KEYS)
-    part = SnapshotPart(Segment("seg.parquet", N, "pre_pt_root_id"), "mask.parquet",
-                        masked.num_rows, KEYS)
+        # a chain of two masks, as versions append them
+        halves = [masked.slice(0, masked.num_rows // 2), masked.slice(masked.num_rows // 2)]
+        for name, half in zip(("mask-a.parquet", "mask-b.parquet"), halves, strict=True):
+            write_mask(root / name, half, KEYS)
+    part = SnapshotPart(Segment("seg.parquet", N, "pre_pt_root_id"), (
+        Mask("mask-a.parquet", halves[0].num_rows, KEYS),
+        Mask("mask-b.parquet", halves[1].num_rows, KEYS)))
     relation = Relation("syn", SYNAPSE.columns(), (4.0, 4.0, 40.0),
                         TableSnapshot("syn", to_micros(T), (part,), 0), "pre_pt_root_id")
     visible = rows.to_pandas()

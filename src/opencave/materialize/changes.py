@@ -29,7 +29,7 @@ from ..storage.files import DataDir
 from ..storage.segments import arrow_schema
 from ..timestamps import from_micros, to_micros
 from .engine import QueryEngine
-from .query import Sources
+from .query import Sources, anti_join_masks
 from .snapshots import SnapshotPart, TableSnapshot
 from .view import SegmentationView, lookup_roots
 
@@ -135,12 +135,9 @@ class ChangeFinder:
         branches = []
         for key, column, values in searches:
             source = sources.stored(part.segment.path, key, params) + " AS s"
-            if part.masked:
-                # the mask holds the segment's ids and key values: search it the same way
-                on_mask = column if column == "id" or column in part.mask_keys else None
-                mask = sources.stored(part.masked, key, params)
-                source += (f" ANTI JOIN (SELECT m.id FROM {mask} AS m WHERE "
-                           f"{_among('m', on_mask, values)}) AS m ON s.id = m.id")
+            # masks hold the segment's ids and key values: search them the same way
+            source += anti_join_masks(part, key, sources, params, lambda mask, c=column, v=values:
+                                      _among("r", c if c == "id" or c in mask.keys else None, v))
             branches.append(f"SELECT {columns} FROM {source} WHERE "
                             f"{_among('s', column, values)}")
         # UNION: a row found through several keys comes back once

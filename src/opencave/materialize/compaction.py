@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -42,7 +43,7 @@ from ..timestamps import from_micros, to_micros
 from .engine import QueryEngine
 from .query import Query, compile_query
 from .relations import Relation
-from .snapshots import SnapshotPart, TableSnapshot
+from .snapshots import Mask, SnapshotPart, TableSnapshot
 from .versions import Version, Versions
 
 FANOUT = 4
@@ -67,10 +68,15 @@ def plan_merges(parts: Sequence[SnapshotPart]) -> list[list[int]]:
     if sum(sizes) < SMALL_TABLE_ROWS:
         return [list(range(len(parts)))]
     largest = max(range(len(parts)), key=sizes.__getitem__)
+    return tier_groups({i: rows for i, rows in enumerate(sizes) if i != largest})
+
+
+def tier_groups(sizes: dict[int, int]) -> list[list[int]]:
+    """Indexes whose sizes share a tier (a power of :data:`FANOUT`), for every tier with at
+    least :data:`FANOUT` of them."""
     tiers: dict[int, list[int]] = {}
-    for index, rows in enumerate(sizes):
-        if index != largest:
-            tiers.setdefault(_tier(rows), []).append(index)
+    for index, rows in sizes.items():
+        tiers.setdefault(_tier(rows), []).append(index)
     return [group for _, group in sorted(tiers.items()) if len(group) >= FANOUT]
 
 
@@ -82,18 +88,21 @@ class Compaction:
     bytes_written: int = 0
 
 
-def mask_rows(engine: QueryEngine, data: DataDir, part: SnapshotPart,
+def mask_rows(engine: QueryEngine, data: DataDir, segment: Segment, mask: Mask,
               keys: Sequence[str]) -> pa.Table:
-    """The rows a part's mask holds (``id`` and ``keys``; the keys are looked up in the
-    segment for masks written with ids only)."""
-    assert part.masked is not None
-    mask = str(data.absolute(part.masked))
+    """The rows a mask holds (``id`` and ``keys``; the keys are looked up in the segment for
+    masks written with ids only)."""
+    path = str(data.absolute(mask.path))
     columns = ", ".join(["id", *(f'"{k}"' for k in keys)])
-    if tuple(part.mask_keys) == tuple(keys):
-        return engine.run(f"SELECT {columns} FROM read_parquet(?)", [mask])
+    if tuple(mask.keys) == tuple(keys):
+        return engine.run(f"SELECT {columns} FROM read_parquet(?)", [path])
     return engine.run(
         f"SELECT {columns} FROM read_parquet(?) WHERE id IN (SELECT id FROM read_parquet(?))",
-        [str(data.absolute(part.segment.path)), mask])
+        [str(data.absolute(segment.path)), path])
+
+
+#: The ids of several masks (parameter: the list of their paths).
+_MASK_IDS = "SELECT id FROM read_parquet(?, union_by_name = true)"
 
 
 class Compactor:
@@ -124,9 +133,9 @@ class Compactor:
         for part in members:
             params.append(str(self.data.absolute(part.segment.path)))
             source = "read_parquet(?) AS s"
-            if part.masked:
-                source += " ANTI JOIN read_parquet(?) AS m ON s.id = m.id"
-                params.append(str(self.data.absolute(part.masked)))
+            if part.masks:
+                source += f" ANTI JOIN ({_MASK_IDS}) AS m ON s.id = m.id"
+                params.append([str(self.data.absolute(m.path)) for m in part.masks])
             selects.append(f"SELECT {columns} FROM {source}")
         path = self.data.table_dir(table.aligned_volume, table.table_name) / unique_name(
             "merged", ".parquet")
@@ -141,6 +150,25 @@ class Compactor:
         segment = Segment(self.data.relative(path), rows, table.cluster_key,
                           to_micros(timestamp))
         return SnapshotPart(segment), file_bytes(path)
+
+    def compact_masks(self, table: AnnotationTable, part: SnapshotPart,
+                      directory: Path) -> tuple[SnapshotPart, int]:
+        """Merge the masks of a part by tiers of size, like parts (so a part keeps a few
+        masks, and each mask row is rewritten O(log) times); new masks go to
+        ``directory``. Returns the part and the bytes written."""
+        masks, written = list(part.masks), 0
+        while groups := tier_groups({i: m.count for i, m in enumerate(masks)}):
+            merged = {i for group in groups for i in group}
+            kept = [m for i, m in enumerate(masks) if i not in merged]
+            for group in groups:
+                rows = pa.concat_tables(
+                    [mask_rows(self.engine, self.data, part.segment, masks[i],
+                               table.serving_keys) for i in group])
+                mask, size = write_mask_file(self.data, directory, table, rows)
+                kept.append(mask)
+                written += size
+            masks = kept
+        return SnapshotPart(part.segment, tuple(masks)), written
 
     # -- versions made before compaction ---------------------------------------------------
 
@@ -193,7 +221,7 @@ class _TableHistory:
     the time of the merge."""
 
     parts: list[SnapshotPart] | None = None
-    sources: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    sources: dict[str, dict[str, tuple[Mask, ...]]] = field(default_factory=dict)
 
     def carry(self, compactor: Compactor, table: AnnotationTable, snapshot: TableSnapshot,
               version: Version) -> tuple[list[SnapshotPart], int]:
@@ -229,37 +257,49 @@ class _TableHistory:
     def record(self, compaction: Compaction, snapshot: TableSnapshot) -> None:
         """Remember the compacted parts, and the originals (with their masks in this
         snapshot) behind each new merged segment."""
-        masks = {p.segment.path: p.masked for p in snapshot.parts}
+        masks = {p.segment.path: p.masks for p in snapshot.parts}
         for path, members in compaction.merged.items():
-            sources: dict[str, str | None] = {}
+            sources: dict[str, tuple[Mask, ...]] = {}
             for member in members:
                 inner = self.sources.get(member.segment.path)
                 for original in inner if inner is not None else [member.segment.path]:
-                    sources[original] = masks.get(original)
+                    sources[original] = masks.get(original, ())
             self.sources[path] = sources
         self.parts = compaction.parts
 
 
 def _remask(compactor: Compactor, table: AnnotationTable, merged: SnapshotPart,
-            sources: dict[str, str | None], originals: dict[str, SnapshotPart],
+            sources: dict[str, tuple[Mask, ...]], originals: dict[str, SnapshotPart],
             version: Version) -> tuple[SnapshotPart, int]:
     """A merged segment carried into ``version``: masked where its sources' masks grew."""
     keys = table.serving_keys
     new_rows = []
-    for path, mask_then in sources.items():
+    for path, masks_then in sources.items():
         now = originals[path]
-        if now.masked is None or now.masked == mask_then:
+        if now.masks == masks_then:
             continue
-        rows = mask_rows(compactor.engine, compactor.data, now, keys)
-        if mask_then is not None:  # masked before the merge: not in the merged segment
-            earlier = compactor.engine.run("SELECT id FROM read_parquet(?)",
-                                           [str(compactor.data.absolute(mask_then))])
+        then = {m.path for m in masks_then}
+        fresh = [m for m in now.masks if m.path not in then]
+        if not fresh:
+            continue
+        rows = pa.concat_tables([mask_rows(compactor.engine, compactor.data, now.segment, m, keys)
+                                 for m in fresh])
+        if not then <= {m.path for m in now.masks}:  # masks rewritten: drop the earlier rows
+            earlier = compactor.engine.run(_MASK_IDS, [[str(compactor.data.absolute(p))
+                                                        for p in then]])
             rows = rows.filter(pc.invert(pc.is_in(rows.column("id"), earlier.column("id"))))
         new_rows.append(rows)
-    if not new_rows or not sum(t.num_rows for t in new_rows):
+    if not sum(t.num_rows for t in new_rows):
         return SnapshotPart(merged.segment), 0
-    path = compactor.data.version_dir(version.datastack, version.version) / unique_name(
-        f"{table.table_name}-mask", ".parquet")
-    count = write_mask(path, pa.concat_tables(new_rows), keys)
-    return (SnapshotPart(merged.segment, compactor.data.relative(path), count, keys),
-            file_bytes(path))
+    directory = compactor.data.version_dir(version.datastack, version.version)
+    mask, size = write_mask_file(compactor.data, directory, table, pa.concat_tables(new_rows))
+    return SnapshotPart(merged.segment, (mask,)), size
+
+
+def write_mask_file(data: DataDir, directory: Path, table: AnnotationTable,
+                    rows: pa.Table) -> tuple[Mask, int]:
+    """A new mask of ``table`` in ``directory`` (a version's) holding ``rows`` (``id`` and
+    the table's serving keys); returns it and its bytes on disk."""
+    path = directory / unique_name(f"{table.table_name}-mask", ".parquet")
+    count = write_mask(path, rows, table.serving_keys)
+    return Mask(data.relative(path), count, table.serving_keys), file_bytes(path)

@@ -73,7 +73,7 @@ def _candidates(engine: QueryEngine, data: DataDir, before: Relation,
         found.append(_ids_of(engine, data, path))
     for path in set(parts_before) & set(parts_after):
         a, b = parts_before[path], parts_after[path]
-        if a.masked != b.masked:
+        if a.masks != b.masks:
             found.append(np.setxor1d(_mask(data, a), _mask(data, b)))
     for relation in (before, after):
         if relation.live is not None:
@@ -94,7 +94,8 @@ def _by_segment(relation: Relation) -> dict[str, SnapshotPart]:
 
 
 def _mask(data: DataDir, part: SnapshotPart) -> np.ndarray:
-    return read_id_set(data.absolute(part.masked)) if part.masked else np.empty(0, np.int64)
+    ids = [read_id_set(data.absolute(m.path)) for m in part.masks]
+    return np.concatenate(ids) if ids else np.empty(0, np.int64)
 
 
 def _ids_of(engine: QueryEngine, data: DataDir, path: str) -> np.ndarray:

@@ -27,10 +27,10 @@ from ..annotation import AnnotationTable, AnnotationTables
 from ..errors import Conflict
 from ..info import InfoService
 from ..storage.files import DataDir, unique_name
-from ..storage.segments import Segment, file_bytes, write_mask, write_table_segment
+from ..storage.segments import Segment, file_bytes, write_table_segment
 from ..timestamps import as_utc, to_micros
 from .changes import Base, ChangeFinder, Changes
-from .compaction import Compactor, mask_rows
+from .compaction import Compactor, write_mask_file
 from .engine import QueryEngine
 from .query import Query, compile_query
 from .relations import Relation
@@ -137,15 +137,13 @@ class Materializer:
 
     def _extend_mask(self, part: SnapshotPart, rows: pa.Table, table: AnnotationTable,
                      version: Version) -> tuple[SnapshotPart, int]:
-        keys = table.serving_keys
-        if part.masked:
-            rows = pa.concat_tables([mask_rows(self.engine, self.data_dir, part, keys), rows],
-                                    promote_options="permissive")
-        path = self.data_dir.version_dir(version.datastack, version.version) / unique_name(
-            f"{table.table_name}-mask", ".parquet")
-        count = write_mask(path, rows, keys)
-        size = file_bytes(path)
-        return SnapshotPart(part.segment, self.data_dir.relative(path), count, keys), size
+        """Append a mask of the newly hidden ``rows`` to the part's chain (masks of similar
+        size then merge), so the cost follows what changed since the previous version."""
+        directory = self.data_dir.version_dir(version.datastack, version.version)
+        mask, size = write_mask_file(self.data_dir, directory, table, rows)
+        part, merged = self.compactor.compact_masks(
+            table, SnapshotPart(part.segment, (*part.masks, mask)), directory)
+        return part, size + merged
 
     def _write_delta(self, table: AnnotationTable, rows: pa.Table,
                      timestamp: datetime) -> tuple[Segment, int]:

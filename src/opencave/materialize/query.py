@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,6 +27,7 @@ from ..storage.segments import serving_path, sorted_copy
 from ..timestamps import from_micros
 from .filters import Filter, Op, parse_filters
 from .relations import Relation
+from .snapshots import Mask, SnapshotPart
 
 _COMPUTED = {
     # In a snapshot every visible row is valid and not yet superseded.
@@ -293,14 +294,23 @@ def _scan_key(relation: Relation, filters: list[Filter]) -> str:
     return next((k for k in relation.serving_keys if k in pinned), relation.serving_keys[0])
 
 
-def _mask_join(source: str, mask_keys: tuple[str, ...], filters: list[Filter],
-               params: list[Any], alias: str) -> str:
-    """``ANTI JOIN`` the ids of a mask; the query's filters on columns the mask holds apply to
-    it as well (they hold the segment's own values, so this removes only non-matches)."""
-    on_mask = [f for f in filters if set(f.columns) <= set(mask_keys)]
-    condition = _conditions(on_mask, "r", params)
-    return (f" ANTI JOIN (SELECT r.id FROM {source} AS r WHERE {condition}) AS {alias} "
-            f"ON s.id = {alias}.id")
+def _on_mask(filters: list[Filter], mask_keys: Sequence[str], params: list[Any]) -> str:
+    """The query's filters on columns a mask holds, over alias ``r``: they apply to the mask
+    as well (it holds the segment's own values, so this drops only non-matches)."""
+    return _conditions([f for f in filters if set(f.columns) <= set(mask_keys)], "r", params)
+
+
+def anti_join_masks(part: SnapshotPart, key: str, sources: Sources, params: list[Any],
+                    condition: Callable[[Mask], str]) -> str:
+    """``ANTI JOIN`` of the ids in a part's masks (segment alias ``s``), each mask read in
+    its copy sorted by ``key`` and narrowed by ``condition(mask)`` over alias ``r``."""
+    if not part.masks:
+        return ""
+    scans = []
+    for mask in part.masks:
+        source = sources.stored(mask.path, key, params)
+        scans.append(f"SELECT r.id FROM {source} AS r WHERE {condition(mask)}")
+    return f" ANTI JOIN ({' UNION ALL '.join(scans)}) AS m ON s.id = m.id"
 
 
 def _relation_cte(relation: Relation, filters: list[Filter], sources: Sources,
@@ -318,14 +328,14 @@ def _relation_cte(relation: Relation, filters: list[Filter], sources: Sources,
     branches = []
     for index, part in enumerate(snapshot.parts):
         source = sources.stored(part.segment.path, key, params) + " AS s"
-        if part.masked:
-            mask = sources.stored(part.masked, key, params)
-            source += _mask_join(mask, part.mask_keys, filters, params, "m")
+        source += anti_join_masks(part, key, sources, params,
+                                  lambda mask: _on_mask(filters, mask.keys, params))
         if live is not None and index in live.masks:
             name = f"{alias}_mask_{index}"
             sources.tables[name] = live.masks[index]
-            source += _mask_join(name, tuple(live.masks[index].column_names[1:]), filters,
-                                 params, "x")
+            condition = _on_mask(filters, live.masks[index].column_names[1:], params)
+            source += (f" ANTI JOIN (SELECT r.id FROM {name} AS r WHERE {condition}) AS x "
+                       "ON s.id = x.id")
         branches.append(f"SELECT {columns} FROM {source} {alive}")
         params.extend([timestamp, timestamp])
     if live is not None and live.rows is not None and live.rows.num_rows:

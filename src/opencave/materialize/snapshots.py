@@ -1,7 +1,7 @@
 """Table snapshots: what one table looks like in one version, without copying it.
 
 A snapshot lists the table's row segments (immutable Parquet files, shared between versions)
-and, per segment, the set of row ids this version masks out of it — rows deleted or
+and, per segment, the masks of the row ids this version hides in it — rows deleted or
 superseded, or rows whose root ids changed and were rewritten into a newer segment. A row is
 visible in the snapshot when it is in a listed segment, not masked, and alive at the
 snapshot's timestamp (``created <= T`` and not ``deleted <= T``). So a new version costs the
@@ -17,22 +17,48 @@ from ..storage.segments import Segment
 
 
 @dataclass(frozen=True)
-class SnapshotPart:
-    segment: Segment
-    masked: str | None = None  # relative path of the rows masked out of this segment
-    masked_count: int = 0
-    #: Columns the mask holds beside ``id`` (the segment's values of its sort keys), so that
-    #: a query's filters on them apply to the mask as well; empty for id-only masks.
-    mask_keys: tuple[str, ...] = ()
+class Mask:
+    """A file of rows a version hides in a segment: their ids, and the segment's values of
+    ``keys`` (its sort keys) so that a query's filters on them apply to the mask as well
+    (empty for id-only masks)."""
+
+    path: str  # relative to the data directory
+    count: int
+    keys: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"segment": self.segment.to_json(), "masked": self.masked,
-                "masked_count": self.masked_count, "mask_keys": list(self.mask_keys)}
+        return {"path": self.path, "count": self.count, "keys": list(self.keys)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Mask:
+        return cls(data["path"], int(data["count"]), tuple(data.get("keys", ())))
+
+
+@dataclass(frozen=True)
+class SnapshotPart:
+    """A segment and the masks of the rows a version hides in it. Masks form a chain: a new
+    version appends one with what it newly hides (so its cost follows what changed), and
+    compaction merges masks of similar size."""
+
+    segment: Segment
+    masks: tuple[Mask, ...] = ()
+
+    @property
+    def masked_count(self) -> int:
+        return sum(m.count for m in self.masks)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"segment": self.segment.to_json(), "masks": [m.to_json() for m in self.masks]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SnapshotPart:
-        return cls(Segment.from_json(data["segment"]), data.get("masked"),
-                   int(data.get("masked_count", 0)), tuple(data.get("mask_keys", ())))
+        segment = Segment.from_json(data["segment"])
+        if "masks" in data:
+            return cls(segment, tuple(Mask.from_json(m) for m in data["masks"]))
+        if data.get("masked"):  # written before mask chains: one mask per part
+            return cls(segment, (Mask(data["masked"], int(data.get("masked_count", 0)),
+                                      tuple(data.get("mask_keys", ()))),))
+        return cls(segment)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ splits can cut.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import pairwise
 
 import duckdb
 import numpy as np
@@ -66,19 +67,30 @@ UNION ALL SELECT a, b FROM between_pieces WHERE b IS NOT NULL
 
 #: A position inside each supervoxel (the mean of its endpoints, else of its piece's), by
 #: supervoxel id. Pieces are (cell, chunk), so both means are plain GROUP BYs.
-_ANCHORS = """
-WITH per_sv AS (
-    SELECT sv, avg(x) AS x, avg(y) AS y, avg(z) AS z FROM endpoint_sv GROUP BY sv
-), per_piece AS (
+#: Each piece's supervoxel range with the mean position of its endpoints.
+_PIECE_CENTERS = """
+CREATE OR REPLACE TABLE piece_centers AS
+SELECT p.first_sv, p.n_sv, m.x, m.y, m.z
+FROM pieces p JOIN (
     SELECT cell, chunk, avg(x) AS x, avg(y) AS y, avg(z) AS z FROM endpoints
     GROUP BY cell, chunk
+) m USING (cell, chunk)
+"""
+#: Anchors of the supervoxels in [$lo, $hi): the mean of a supervoxel's endpoints, else its
+#: piece's center. One range at a time, so memory stays bounded at any scale.
+_ANCHORS = """
+WITH per_sv AS (
+    SELECT sv, avg(x) AS x, avg(y) AS y, avg(z) AS z FROM endpoint_sv
+    WHERE sv >= $lo AND sv < $hi GROUP BY sv
 ), every_sv AS (
-    SELECT p.first_sv + unnest(range(p.n_sv)) AS sv, m.x, m.y, m.z
-    FROM pieces p JOIN per_piece m USING (cell, chunk)
+    SELECT first_sv + unnest(range(n_sv)) AS sv, x, y, z FROM piece_centers
+    WHERE first_sv >= $lo AND first_sv < $hi
 )
 SELECT e.sv, coalesce(s.x, e.x) AS x, coalesce(s.y, e.y) AS y, coalesce(s.z, e.z) AS z
 FROM every_sv e LEFT JOIN per_sv s USING (sv) ORDER BY e.sv
 """
+#: Supervoxels per anchor range.
+ANCHOR_RANGE = 1 << 24
 
 
 def assign(con: duckdb.DuckDBPyConnection, raw_parts: list[str], cells: Cells) -> None:
@@ -161,9 +173,30 @@ def edge_affinity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def anchor_batches(con: duckdb.DuckDBPyConnection) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """A position inside each supervoxel (ids ascending, positions (n, 3) in annotation
     voxels), in batches: what point lookups snap to."""
-    for batch in _batches(con, _ANCHORS):
-        positions = np.stack([batch.column(c).to_numpy() for c in "xyz"], axis=1)
-        yield batch.column("sv").to_numpy().astype(np.uint64), positions
+    con.execute(_PIECE_CENTERS)
+    pieces = con.sql("SELECT first_sv, n_sv FROM piece_centers ORDER BY first_sv").fetchnumpy()
+    first = np.asarray(pieces["first_sv"], dtype=np.int64)
+    counts = np.asarray(pieces["n_sv"], dtype=np.int64)
+    if len(first):
+        before = np.cumsum(counts) - counts  # supervoxels in the pieces before each
+        # ranges start at piece starts (a piece is a run of ids), ~ANCHOR_RANGE apart
+        marks = np.arange(0, before[-1] + 1, ANCHOR_RANGE)
+        starts = first[np.unique(np.searchsorted(before, marks))].tolist()
+        bounds = [*starts, int(first[-1] + counts[-1])]
+    else:
+        bounds = []
+    for lo, hi in pairwise(bounds):
+        cursor = con.cursor()
+        try:
+            reader = cursor.sql(_ANCHORS, params={"lo": lo, "hi": hi}).to_arrow_reader(
+                BATCH_ROWS)
+            for batch in reader:
+                if batch.num_rows:
+                    positions = np.stack([batch.column(c).to_numpy() for c in "xyz"], axis=1)
+                    yield batch.column("sv").to_numpy().astype(np.uint64), positions
+        finally:
+            cursor.close()
+    con.execute("DROP TABLE piece_centers")
 
 
 def soma_supervoxels(con: duckdb.DuckDBPyConnection, n_cells: int) -> np.ndarray:
