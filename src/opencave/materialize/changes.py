@@ -15,6 +15,7 @@ expired (DuckDB reads only those columns).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -30,7 +31,7 @@ from ..storage.segments import arrow_schema
 from ..timestamps import from_micros, to_micros
 from .engine import QueryEngine
 from .query import Sources, anti_join_masks
-from .snapshots import SnapshotPart, TableSnapshot
+from .snapshots import Mask, SnapshotPart, TableSnapshot
 from .view import SegmentationView, lookup_roots
 
 
@@ -135,14 +136,22 @@ class ChangeFinder:
         branches = []
         for key, column, values in searches:
             source = sources.stored(part.segment.path, key, params) + " AS s"
-            # masks hold the segment's ids and key values: search them the same way
-            source += anti_join_masks(part, key, sources, params, lambda mask, c=column, v=values:
-                                      _among("r", c if c == "id" or c in mask.keys else None, v))
+            source += anti_join_masks(part, key, sources, params,
+                                      _mask_search(column, values))
             branches.append(f"SELECT {columns} FROM {source} WHERE "
                             f"{_among('s', column, values)}")
         # UNION: a row found through several keys comes back once
         return self.engine.run(" UNION ".join(branches), params, tables=tables,
                                attachments=sources.attachments)
+
+
+def _mask_search(column: str | None, values: str) -> Callable[[Mask], str]:
+    """The same search in a mask (alias ``r``): masks hold the segment's ids and key values;
+    without the column, every masked row."""
+    def condition(mask: Mask) -> str:
+        held = column == "id" or column in mask.keys
+        return _among("r", column if held else None, values)
+    return condition
 
 
 def _among(alias: str, column: str | None, values: str) -> str:
