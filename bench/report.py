@@ -301,12 +301,14 @@ def readme_section(cache: Path) -> str:
         parts.append(f"`{run['command']}` — {run['date']}, {m['cpus']} × {m['cpu']}, "
                      f"{m['memory'] / GIB:.0f} GiB RAM, Python {m['python']}, "
                      f"DuckDB {m['duckdb']}; the run took "
-                     f"{run.get('bench_seconds', 0) / 60:.0f} min.")
+                     f"{run.get('bench_seconds', 0) / 60:.0f} min."
+                     + (f" Note: {run['note']}" if run.get("note") else ""))
         parts.append("")
         parts.append("```")
         parts.append(render(run))
         parts.append("```")
         parts.append("")
+    parts += versions_section(cache)
     if len(runs) > 1:
         parts.append("### Growth with the table size")
         parts.append("")
@@ -315,6 +317,21 @@ def readme_section(cache: Path) -> str:
         parts.append("```")
         parts.append("")
     return "\n".join(parts).rstrip() + "\n"
+
+
+def versions_section(cache: Path) -> list[str]:
+    """The versions benchmark (``python -m bench.versions``), one table per cached run."""
+    parts = []
+    for path in sorted(cache.glob("versions-results-*.json"),
+                       key=lambda p: int(p.stem.rsplit("-", 1)[1])):
+        run = json.loads(path.read_text())
+        parts += [f"### New versions and time travel, {run['synapses']:,} synapses", "",
+                  f"`python -m bench.versions --synapses {run['synapses']}` — {run['date']}"
+                  + (f". Note: {run['note']}" if run.get("note") else ""), "", "```"]
+        rows = [["figure", "scope", "measured", "baseline (same run)", "ratio"], *run["rows"]]
+        parts += _table(rows)
+        parts += ["```", ""]
+    return parts
 
 
 def write_readme(cache: Path, readme: Path = README) -> None:

@@ -57,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help="comma-separated cases (q1,q2,q3,q4,q5)")
     parser.add_argument("--data", type=Path,
                         help="use this existing datastack directory instead of the cache")
+    parser.add_argument("--note", default="", help="a remark kept with the results (e.g. "
+                        "what else ran on the machine)")
     parser.add_argument("--results", type=Path, help="where to write the results JSON "
                         "(default: bench/.cache/results-N-seedS.json)")
     args = parser.parse_args(argv)
@@ -119,6 +121,7 @@ def run(args: argparse.Namespace, home: str) -> dict[str, Any]:
         "command": f"make bench SCALE={args.synapses}" + (
             f" (rounds: {args.repeat})" if args.repeat != 5 else ""),
         "machine": machine(), "synth": synth.__dict__, "cases": {}, "postgres": None,
+        "note": args.note,
         "picks": {"q1_neurons": len(picks.q1_neurons),
                   "proofread": {v: len(p) for v, p in picks.proofread.items()},
                   "composition": picks.proofread_composition,

@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--synapses", type=int, default=1_000_000)
     parser.add_argument("--edited", type=float, default=0.01,
                         help="fraction of neurons edited before the new version")
+    parser.add_argument("--note", default="", help="a remark kept with the results")
     args = parser.parse_args()
     data = _datastack(args.synapses)
     cave = OpenCave(data)
@@ -50,7 +51,8 @@ def main() -> None:
     _print(args.synapses, rows)
     record = CACHE / f"versions-results-{args.synapses}.json"
     record.write_text(json.dumps({"synapses": args.synapses, "edited": args.edited,
-                                  "date": now().isoformat(timespec="minutes"),
+                                  "date": now().strftime("%Y-%m-%d %H:%M UTC"),
+                                  "note": args.note,
                                   "rows": rows}, indent=1))
 
 
