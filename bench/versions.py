@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import time
@@ -58,12 +59,21 @@ def main() -> None:
 
 def _datastack(synapses: int) -> Path:
     """A fresh copy of the query benchmark's cached datastack of this size (built when
-    missing), so that the edits made here never touch it."""
+    missing), so that the edits made here never touch it. Segment, serving-copy and graph
+    files are immutable once written, so they are hard-linked (no disk at 10^8); the live
+    database is copied."""
     source, _ = datastack.ensure(synapses, 0)
     path = CACHE / f"versions-{synapses}"
     shutil.rmtree(path, ignore_errors=True)
-    shutil.copytree(source, path)
+    shutil.copytree(source, path, copy_function=_link_or_copy)
     return path
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    if Path(src).name.startswith("live.sqlite"):
+        shutil.copy2(src, dst)
+    else:
+        os.link(src, dst)
 
 
 def _run(cave: OpenCave, fraction: float) -> list[tuple[str, str, str, str, str]]:
