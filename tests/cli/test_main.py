@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from opencave.synth import world
 from tests.conftest import free_port
 
 OPENCAVE = [sys.executable, "-m", "opencave.cli"]
@@ -86,3 +89,16 @@ def test_materialize_runs_beside_a_server_which_lists_the_new_version(synth_dir,
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_compact_reports_every_version(synth_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)  # made by this opencave: compacted as it was made
+    result = subprocess.run([*OPENCAVE, "compact", "--data", str(data)], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    reported = [line for line in result.stderr.splitlines() if line.startswith("version ")]
+    assert len(reported) == len(world.VERSIONS)
+    assert all(before == after for before, after in (
+        re.match(r"version \d+: (\d+) parts → (\d+)", line).groups() for line in reported))
+    assert "0.0 MB written" in result.stdout
