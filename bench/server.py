@@ -20,6 +20,12 @@ def rss_bytes(pid: int) -> int:
     return _status(pid).get("VmRSS", 0)
 
 
+def anon_bytes(pid: int) -> int:
+    """Resident memory that is the process's own (not file pages it maps, which the kernel
+    can drop and re-read: memory-mapped arrays count in RSS as they are touched)."""
+    return _status(pid).get("RssAnon", 0)
+
+
 def _status(pid: int) -> dict[str, int]:
     out = {}
     try:
@@ -56,6 +62,7 @@ class MemoryWatch:
         self.pid = pid
         self.interval = interval
         self.peak = 0
+        self.peak_anon = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -66,6 +73,7 @@ class MemoryWatch:
             if time.monotonic() - last_scan > 1:
                 pids, last_scan = descendants(self.pid), time.monotonic()
             self.peak = max(self.peak, sum(rss_bytes(p) for p in pids))
+            self.peak_anon = max(self.peak_anon, sum(anon_bytes(p) for p in pids))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> MemoryWatch:
