@@ -48,7 +48,8 @@ class OpenCave:
         self.auth = AuthService(self.live)
         self.access = Access(self.auth, self.info)
         self.engine = QueryEngine(threads=settings.query_threads,
-                                  memory_limit=settings.query_memory_limit)
+                                  memory_limit=settings.query_memory_limit,
+                                  spill_dir=self.data.root / ".spill")
         self.changes = ChangeFinder(self.data, self.tables, self.rows, self.engine)
         self.views = Views(self.live)
         self._graphs: dict[str, SegmentationGraph] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -46,7 +47,8 @@ class ResultStream:
 class QueryEngine:
     """Executes :class:`CompiledQuery` objects."""
 
-    def __init__(self, *, threads: int | None = None, memory_limit: str | None = None) -> None:
+    def __init__(self, *, threads: int | None = None, memory_limit: str | None = None,
+                 spill_dir: Path | None = None) -> None:
         self._db = duckdb.connect(":memory:")
         self._lock = threading.Lock()
         self._attached: set[str] = set()
@@ -57,6 +59,8 @@ class QueryEngine:
             self._db.execute(f"SET threads = {int(threads)}")
         if memory_limit:
             self._db.execute("SET memory_limit = ?", [memory_limit])
+        if spill_dir is not None:  # DuckDB's default is ./.tmp, wherever the process runs
+            self._db.execute("SET temp_directory = ?", [str(spill_dir)])
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         with self._lock:  # creating cursors is not thread-safe; using them is
