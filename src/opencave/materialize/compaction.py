@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -46,6 +47,7 @@ from .relations import Relation
 from .snapshots import Mask, SnapshotPart, TableSnapshot
 from .versions import Version, Versions
 
+T = TypeVar("T")
 FANOUT = 4
 SMALL_TABLE_ROWS = 20_000
 #: DuckDB memory while merging: it sorts out of core beyond this.
@@ -78,6 +80,17 @@ def tier_groups(sizes: dict[int, int]) -> list[list[int]]:
     for index, rows in sizes.items():
         tiers.setdefault(_tier(rows), []).append(index)
     return [group for _, group in sorted(tiers.items()) if len(group) >= FANOUT]
+
+
+def _merge_until_stable(items: list[T], plan: Callable[[list[T]], list[list[int]]],
+                          merge: Callable[[list[T]], T]) -> list[T]:
+    """Replace each group of items ``plan`` names by ``merge`` of it, until it names none
+    (a merge can complete a group of the next tier)."""
+    while groups := plan(items):
+        merged = {i for group in groups for i in group}
+        kept = [item for i, item in enumerate(items) if i not in merged]
+        items = kept + [merge([items[i] for i in group]) for group in groups]
+    return items
 
 
 @dataclass
@@ -114,16 +127,14 @@ class Compactor:
                 timestamp: datetime) -> Compaction:
         """Merge parts per :func:`plan_merges` until it has nothing left to merge."""
         result = Compaction(list(parts))
-        while groups := plan_merges(result.parts):
-            merged = {i for group in groups for i in group}
-            kept = [p for i, p in enumerate(result.parts) if i not in merged]
-            for group in groups:
-                members = [result.parts[i] for i in group]
-                part, size = self._merge(table, members, timestamp)
-                result.merged[part.segment.path] = members
-                result.bytes_written += size
-                kept.append(part)
-            result.parts = kept
+
+        def merge(members: list[SnapshotPart]) -> SnapshotPart:
+            part, size = self._merge(table, members, timestamp)
+            result.merged[part.segment.path] = members
+            result.bytes_written += size
+            return part
+
+        result.parts = _merge_until_stable(result.parts, plan_merges, merge)
         return result
 
     def _merge(self, table: AnnotationTable, members: list[SnapshotPart],
@@ -156,18 +167,19 @@ class Compactor:
         """Merge the masks of a part by tiers of size, like parts (so a part keeps a few
         masks, and each mask row is rewritten O(log) times); new masks go to
         ``directory``. Returns the part and the bytes written."""
-        masks, written = list(part.masks), 0
-        while groups := tier_groups({i: m.count for i, m in enumerate(masks)}):
-            merged = {i for group in groups for i in group}
-            kept = [m for i, m in enumerate(masks) if i not in merged]
-            for group in groups:
-                rows = pa.concat_tables(
-                    [mask_rows(self.engine, self.data, part.segment, masks[i],
-                               table.serving_keys) for i in group])
-                mask, size = write_mask_file(self.data, directory, table, rows)
-                kept.append(mask)
-                written += size
-            masks = kept
+        written = 0
+
+        def merge(members: list[Mask]) -> Mask:
+            nonlocal written
+            rows = pa.concat_tables([mask_rows(self.engine, self.data, part.segment, m,
+                                               table.serving_keys) for m in members])
+            mask, size = write_mask_file(self.data, directory, table, rows)
+            written += size
+            return mask
+
+        masks = _merge_until_stable(
+            list(part.masks), lambda ms: tier_groups({i: m.count for i, m in enumerate(ms)}),
+            merge)
         return SnapshotPart(part.segment, tuple(masks)), written
 
     # -- versions made before compaction ---------------------------------------------------
