@@ -69,18 +69,19 @@ def pick(cave: OpenCave, cache: Path, seed: int = 0, *, log=print) -> Picks:  # 
     def table(version: int, name: str, body: dict[str, Any] | None = None) -> pa.Table:
         return svc.query_table(DATASTACK, version, name, body or {}).stream.read_all()
 
-    def degrees(version: int) -> tuple[dict[int, int], dict[int, int]]:
-        stream = svc.query_table(DATASTACK, version, SYNAPSES, {
-            "select_columns": ["pre_pt_root_id", "post_pt_root_id"]}).stream
+    def synapses_per_root(version: int, column: str) -> dict[int, int]:
+        """Aggregated as the rows stream by: one column of the table, never all of it in
+        memory (at 10^8 rows a copy spilled to disk for minutes)."""
+        stream = svc.query_table(DATASTACK, version, SYNAPSES,
+                                 {"select_columns": [column]}).stream
         reader = pa.RecordBatchReader.from_batches(stream.schema, iter(stream))  # noqa: F841
-        con.execute("CREATE OR REPLACE TABLE deg AS SELECT pre_pt_root_id AS pre, "
-                    "post_pt_root_id AS post FROM reader")
-        out = dict(con.sql("SELECT pre, count(*) FROM deg WHERE pre <> 0 GROUP BY pre")
-                   .fetchall())
-        inp = dict(con.sql("SELECT post, count(*) FROM deg WHERE post <> 0 GROUP BY post")
-                   .fetchall())
-        con.execute("DROP TABLE deg")
-        return out, inp
+        counts = con.sql(f'SELECT "{column}" AS root, count(*) AS n FROM reader '
+                         f'WHERE "{column}" <> 0 GROUP BY 1').fetchnumpy()
+        return dict(zip(counts["root"].tolist(), counts["n"].tolist(), strict=True))
+
+    def degrees(version: int) -> tuple[dict[int, int], dict[int, int]]:
+        return (synapses_per_root(version, "pre_pt_root_id"),
+                synapses_per_root(version, "post_pt_root_id"))
 
     def neurons(version: int) -> list[int]:
         types = table(version, CELL_TYPES).to_pandas()

@@ -5,12 +5,13 @@ Starting from parts whose unmasked rows have root ids valid at a known time, the
 at T are:
 
 - rows whose root ids expired since then (the segmentation's ``delta_roots``): masked in
-  their part, re-added with root ids looked up at T;
+  their part, re-added with the expired root ids looked up at T (a row's other roots did
+  not expire, so they are still valid);
 - rows deleted (or superseded) through the API since then: masked;
 - rows written through the API since then and still alive at T: added, roots at T.
 
-Cost: proportional to those rows, plus one scan of the root-id columns per part when roots
-expired (DuckDB reads only those columns).
+Cost: proportional to those rows: each root column is searched in the part's serving copy
+sorted by it.
 """
 
 from __future__ import annotations
@@ -85,46 +86,43 @@ class ChangeFinder:
                 seg: SegmentationView) -> Changes:
         deleted, _ = self.rows.deletions(table, after=base.since, until=timestamp)
         roots = [c.name for c in table.schema.columns() if c.role is Role.ROOT]
+        expired = _ExpiredRoots(seg, timestamp)
         changes = Changes()
         added: list[pa.Table] = []
         for index, part in enumerate(base.parts):
-            touched = self._touched_rows(table, part, base.valid_at[index], timestamp, seg,
-                                         roots, deleted)
+            stale = expired.since(base.valid_at[index]) if roots else _NONE
+            touched = self._touched_rows(table, part, stale, roots, deleted)
             if touched is None or touched.num_rows == 0:
                 continue
             changes.masks[index] = touched.select(["id", *table.serving_keys])
             kept = touched.filter(pc.invert(pc.is_in(touched.column("id"),
                                                      pa.array(deleted, pa.int64()))))
             changes.refreshed += kept.num_rows
-            added.append(kept)
+            added.append(refresh_roots(table, _typed(table, kept), timestamp, seg, stale))
         live = self.rows.rows(table, created_after=base.since, created_until=timestamp)
         if live.num_rows:
             alive = pc.or_kleene(pc.is_null(live.column("deleted")),
                                  pc.greater(live.column("deleted"), pa.scalar(timestamp)))
-            added.append(live.filter(alive))
+            added.append(refresh_roots(table, _typed(table, live.filter(alive)), timestamp,
+                                       seg))
         if added:
-            rows = pa.concat_tables([t.cast(arrow_schema(table.schema)) for t in added])
-            changes.rows = refresh_roots(table, rows, timestamp, seg)
+            changes.rows = pa.concat_tables(added)
         return changes
 
-    def _touched_rows(self, table: AnnotationTable, part: SnapshotPart, valid_at: int,
-                      timestamp: datetime, seg: SegmentationView, roots: list[str],
+    def _touched_rows(self, table: AnnotationTable, part: SnapshotPart,
+                      stale: np.ndarray | None, roots: list[str],
                       deleted: np.ndarray) -> pa.Table | None:
-        """Unmasked rows of ``part`` whose roots expired since ``valid_at`` or that were
-        deleted since the base. Each root column is searched in the serving copy sorted by
-        it, so the cost follows the rows found, not the part's size."""
+        """Unmasked rows of ``part`` with a root among ``stale`` (``None``: roots of unknown
+        time, every row) or deleted since the base. Each root column is searched in the
+        serving copy sorted by it, so the cost follows the rows found, not the part's size."""
         tables: dict[str, pa.Table] = {}
         #: (sort key to read by, column, values) — rows whose column is in the values
         searches: list[tuple[str, str | None, str]] = []
-        target = to_micros(timestamp)
-        if roots and valid_at != target:
-            if 0 <= valid_at < target:
-                old, _new = seg.delta_roots(from_micros(valid_at), timestamp)
-                if len(old):
-                    tables["expired"] = pa.table({"v": np.asarray(old, dtype=np.int64)})
-                    searches += [(r, r, "expired") for r in roots]
-            else:  # roots from an unknown or later time: look every row up again
-                searches.append((table.cluster_key, None, ""))
+        if stale is None:
+            searches.append((table.cluster_key, None, ""))
+        elif len(stale):
+            tables["expired"] = pa.table({"v": stale})
+            searches += [(r, r, "expired") for r in roots]
         if len(deleted):
             tables["gone"] = pa.table({"v": deleted})
             searches.append((table.cluster_key, "id", "gone"))
@@ -145,6 +143,34 @@ class ChangeFinder:
                                attachments=sources.attachments)
 
 
+_NONE = np.empty(0, np.int64)
+
+
+class _ExpiredRoots:
+    """Root ids that expired between an instant and ``timestamp``, per instant asked."""
+
+    def __init__(self, seg: SegmentationView, timestamp: datetime) -> None:
+        self.seg = seg
+        self.timestamp = timestamp
+        self.target = to_micros(timestamp)
+        self.known: dict[int, np.ndarray] = {}
+
+    def since(self, valid_at: int) -> np.ndarray | None:
+        """``None`` when roots were valid at an unknown (-1) or later time: any may differ."""
+        if valid_at == self.target:
+            return _NONE
+        if not 0 <= valid_at < self.target:
+            return None
+        if valid_at not in self.known:
+            old, _new = self.seg.delta_roots(from_micros(valid_at), self.timestamp)
+            self.known[valid_at] = np.asarray(old, dtype=np.int64)
+        return self.known[valid_at]
+
+
+def _typed(table: AnnotationTable, rows: pa.Table) -> pa.Table:
+    return rows.cast(arrow_schema(table.schema))
+
+
 def _mask_search(column: str | None, values: str) -> Callable[[Mask], str]:
     """The same search in a mask (alias ``r``): masks hold the segment's ids and key values;
     without the column, every masked row."""
@@ -161,12 +187,16 @@ def _among(alias: str, column: str | None, values: str) -> str:
 
 
 def refresh_roots(table: AnnotationTable, rows: pa.Table, timestamp: datetime,
-                  seg: SegmentationView) -> pa.Table:
-    """Look every bound point's supervoxel up again at ``timestamp``."""
+                  seg: SegmentationView, stale: np.ndarray | None = None) -> pa.Table:
+    """Look bound points' supervoxels up again at ``timestamp``: those whose root is among
+    ``stale`` (the others are still valid), or every one when ``stale`` is ``None``."""
     for point in table.schema.bound_points:
         sv_name, root_name = f"{point}_supervoxel_id", f"{point}_root_id"
-        svs = pc.fill_null(rows.column(sv_name), 0).to_numpy().astype(np.uint64)
-        new_roots = lookup_roots(seg, svs, timestamp)
+        roots = pc.fill_null(rows.column(root_name), 0).to_numpy().copy()
+        svs = pc.fill_null(rows.column(sv_name), 0).to_numpy()
+        redo = np.ones(len(roots), bool) if stale is None else np.isin(roots, stale)
+        if redo.any():
+            roots[redo] = lookup_roots(seg, svs[redo].astype(np.uint64), timestamp)
         index = rows.schema.get_field_index(root_name)
-        rows = rows.set_column(index, root_name, pa.array(new_roots.astype(np.int64)))
+        rows = rows.set_column(index, root_name, pa.array(roots.astype(np.int64)))
     return rows
