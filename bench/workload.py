@@ -69,19 +69,17 @@ def pick(cave: OpenCave, cache: Path, seed: int = 0, *, log=print) -> Picks:  # 
     def table(version: int, name: str, body: dict[str, Any] | None = None) -> pa.Table:
         return svc.query_table(DATASTACK, version, name, body or {}).stream.read_all()
 
-    def synapses_per_root(version: int, column: str) -> dict[int, int]:
-        """Aggregated as the rows stream by: one column of the table, never all of it in
-        memory (at 10^8 rows a copy spilled to disk for minutes)."""
-        stream = svc.query_table(DATASTACK, version, SYNAPSES,
-                                 {"select_columns": [column]}).stream
-        reader = pa.RecordBatchReader.from_batches(stream.schema, iter(stream))  # noqa: F841
-        counts = con.sql(f'SELECT "{column}" AS root, count(*) AS n FROM reader '
-                         f'WHERE "{column}" <> 0 GROUP BY 1').fetchnumpy()
-        return dict(zip(counts["root"].tolist(), counts["n"].tolist(), strict=True))
-
-    def degrees(version: int) -> tuple[dict[int, int], dict[int, int]]:
-        return (synapses_per_root(version, "pre_pt_root_id"),
-                synapses_per_root(version, "post_pt_root_id"))
+    def degrees(version: int) -> _Degrees:
+        """Synapses per root out and in, aggregated by DuckDB as the rows stream by (one
+        column at a time) and kept there: at 10^8 synapses most roots are small fragments,
+        tens of millions of them — too many for Python dicts."""
+        for column, name in (("pre_pt_root_id", "out"), ("post_pt_root_id", "inp")):
+            stream = svc.query_table(DATASTACK, version, SYNAPSES,
+                                     {"select_columns": [column]}).stream
+            reader = pa.RecordBatchReader.from_batches(stream.schema, iter(stream))  # noqa: F841
+            con.execute(f'CREATE OR REPLACE TABLE {name}_{version} AS SELECT "{column}" AS '
+                        f'root, count(*) AS n FROM reader WHERE "{column}" <> 0 GROUP BY 1')
+        return _Degrees(con, f"out_{version}", f"inp_{version}")
 
     def neurons(version: int) -> list[int]:
         types = table(version, CELL_TYPES).to_pandas()
@@ -108,34 +106,59 @@ def pick(cave: OpenCave, cache: Path, seed: int = 0, *, log=print) -> Picks:  # 
 
     proofread, composition = {}, {}
     latest_neurons: list[int] = []
-    out_latest: dict[int, int] = {}
-    in_latest: dict[int, int] = {}
     for version, size in P_SIZES.items():
-        out, inp = degrees(version)
-        total = {r: out.get(r, 0) + inp.get(r, 0) for r in set(out) | set(inp)}
+        degree = degrees(version)
         cells = neurons(version)
         status = table(version, PROOFREADING, {"filter_equal_dict": {PROOFREADING: {
             "status_axon": True}}}).to_pandas()
         axons = sorted({int(r) for r in status.pt_root_id if r != 0})
+        total = degree.of(cells, "total")
         by_degree = sorted(cells, key=lambda r: -total.get(r, 0))
-        others = [r for r, _ in sorted(total.items(), key=lambda kv: -kv[1])]
-        chosen, counts = top_up(axons, size, [by_degree, others])
+        chosen, counts = top_up(axons, size, [by_degree, degree.top(2 * size, "total")])
         proofread[str(version)] = chosen
         composition[str(version)] = {"proofread": counts[0], "neurons": counts[1],
                                      "other roots": counts[2]}
         if version == LATEST:
-            latest_neurons, out_latest, in_latest = cells, out, inp
+            latest_neurons, latest = cells, degree
+    out_latest, in_latest = latest.of(latest_neurons, "out"), latest.of(latest_neurons, "inp")
     connected = [r for r in latest_neurons if out_latest.get(r) and in_latest.get(r)]
     q1 = sorted(int(r) for r in rng.choice(connected, size=min(Q1_NEURONS, len(connected)),
                                            replace=False))
     sample = [int(r) for r in rng.permutation([r for r in latest_neurons
                                                if out_latest.get(r)])]
-    by_out = [r for r, _ in sorted(out_latest.items(), key=lambda kv: -kv[1])]
-    q3, _ = top_up(sample[:Q3_NEURONS], Q3_NEURONS, [by_out])
+    q3, _ = top_up(sample[:Q3_NEURONS], Q3_NEURONS, [latest.top(2 * Q3_NEURONS, "out")])
     con.close()
     picks = Picks(q1, proofread, composition, q3, CELL_TYPE)
     picks.save(cache)
     return picks
+
+
+@dataclass(frozen=True)
+class _Degrees:
+    """Synapses per root of one version, out (``out``) and in (``inp``): DuckDB tables
+    ``(root, n)``."""
+
+    con: duckdb.DuckDBPyConnection
+    out: str
+    inp: str
+
+    def _counts(self, which: str) -> str:
+        if which == "total":
+            return (f"(SELECT root, sum(n) AS n FROM (SELECT * FROM {self.out} UNION ALL "
+                    f"SELECT * FROM {self.inp}) GROUP BY root)")
+        return {"out": self.out, "inp": self.inp}[which]
+
+    def of(self, roots: list[int], which: str) -> dict[int, int]:
+        wanted = pa.table({"root": pa.array(roots, pa.int64())})  # noqa: F841 (read by SQL)
+        found = self.con.sql(f"SELECT c.root, c.n FROM {self._counts(which)} AS c "
+                             "SEMI JOIN wanted USING (root)").fetchnumpy()
+        return dict(zip(found["root"].tolist(), found["n"].tolist(), strict=True))
+
+    def top(self, k: int, which: str) -> list[int]:
+        """The ``k`` roots with the most synapses (ties by root id)."""
+        return [int(r) for r, in self.con.execute(
+            f"SELECT root FROM {self._counts(which)} ORDER BY n DESC, root LIMIT ?",
+            [k]).fetchall()]
 
 
 # -- the calls -------------------------------------------------------------------------------
