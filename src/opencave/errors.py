@@ -82,6 +82,15 @@ class Conflict(OpenCaveError):
     kind = "conflict"
 
 
+class Busy(OpenCaveError):
+    """The server is at capacity; the client should retry after ``retry_after`` seconds
+    (caveclient retries 503 by itself)."""
+
+    status = 503
+    kind = "busy"
+    retry_after = 2
+
+
 def describe_choices(choices: Iterable[Any], limit: int = 20) -> str:
     """A short human list of accepted values for error messages."""
     items = sorted(str(c) for c in choices)

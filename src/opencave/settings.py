@@ -25,6 +25,8 @@ class Settings:
     row_cap: int | None = field(default_factory=lambda: _env_int("OPENCAVE_ROW_CAP"))
     #: DuckDB worker threads for queries (None: one per core).
     query_threads: int | None = field(default_factory=lambda: _env_int("OPENCAVE_THREADS"))
+    #: Queries running at once; more wait for a slot (a 503 after two minutes).
+    max_queries: int | None = field(default_factory=lambda: _env_int("OPENCAVE_MAX_QUERIES"))
     #: DuckDB memory for queries; beyond it, joins and sorts spill to ``<data>/.spill``.
     #: It also bounds DuckDB's cache of file blocks, which at DuckDB's default (80% of RAM)
     #: grew a server streaming a 10^8-row table to 6 GiB; at 1 GB the server peaked at

@@ -7,7 +7,11 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from tests.conftest import assert_error
+from opencave.api import create_app
+from opencave.instance import OpenCave
+from opencave.materialize.engine import QueryEngine
+from tests.conftest import LiveServer, assert_error
+from tests.materialize.test_engine import numbers
 
 DS = "minnie65_public"
 V = "/materialize/api/v3/datastack"
@@ -139,3 +143,20 @@ def test_count(http):
         count = reader.read_all().column("count")[0].as_py()
     total = http.get(f"{V2}/{DS}/version/1718/table/synapses_pni_2/count").json()
     assert count == total > 0
+
+
+def test_a_server_at_capacity_answers_503_with_retry_after(synth_dir):
+    """Queries beyond the server's slots wait; when none frees in time the answer is a 503
+    with ``Retry-After`` (caveclient retries those by itself), not a 500."""
+    with OpenCave(synth_dir) as cave:
+        cave.engine = QueryEngine(max_queries=1, queue_seconds=0.2)
+        holding = cave.engine.stream(numbers(10))
+        with LiveServer(create_app(cave)) as live, httpx.Client(base_url=live.url) as client:
+            busy = client.post(f"{V}/{DS}/version/1718/table/nucleus_detection_v0/query",
+                               json={}, params={"arrow_format": True})
+            holding.close()
+            served = client.post(f"{V}/{DS}/version/1718/table/nucleus_detection_v0/query",
+                                 json={}, params={"arrow_format": True})
+    assert assert_error(busy, 503, "try again")["error"] == "busy"
+    assert busy.headers["retry-after"] == "2"
+    assert served.status_code == 200

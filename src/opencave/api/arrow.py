@@ -51,15 +51,19 @@ def ipc_stream(schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> Iterator
 
 def arrow_response(result: QueryResult) -> StreamingResponse:
     rows = result.stream
-    if isinstance(rows, ResultStream):
-        body = ipc_stream(rows.schema, rows)
-        task = BackgroundTask(rows.close)
-    else:
-        body = ipc_stream(rows.schema, rows.to_batches())
-        task = None
-    response = StreamingResponse(body, media_type=CONTENT_TYPE, headers=result.headers,
+    batches = rows if isinstance(rows, ResultStream) else rows.to_batches()
+    return stream_response(result, ipc_stream(rows.schema, batches), CONTENT_TYPE)
+
+
+def stream_response(result: QueryResult, body: Iterator[bytes],
+                    media_type: str) -> StreamingResponse:
+    """``body`` streamed with the result's headers and warnings; the query's stream is
+    closed when the response ends, even when the client went away before reading it."""
+    rows = result.stream
+    task = BackgroundTask(rows.close) if isinstance(rows, ResultStream) else None
+    response = StreamingResponse(body, media_type=media_type, headers=result.headers,
                                  background=task)
-    response.headers["content-type"] = CONTENT_TYPE
+    response.headers["content-type"] = media_type
     for warning in result.warnings:
         response.headers.append("Warning", warning)
     return response

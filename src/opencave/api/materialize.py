@@ -10,7 +10,6 @@ from typing import Any
 import pyarrow as pa
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
 from starlette.responses import Response
 
 from ..auth import Level, User
@@ -19,7 +18,7 @@ from ..instance import OpenCave
 from ..materialize.engine import ResultStream
 from ..materialize.service import MaterializationService, QueryResult
 from ..timestamps import now, parse_timestamp
-from .arrow import arrow_response
+from .arrow import arrow_response, stream_response
 from .deps import cave, current_user, json_object
 
 MATERIALIZE_VERSION = "5.26.4"
@@ -221,11 +220,7 @@ async def create_version(datastack: str, request: Request, oc: OpenCave = Depend
 def _respond(result: QueryResult, arrow: bool) -> Response:
     if arrow:
         return arrow_response(result)
-    response = StreamingResponse(_json_records(result.stream), media_type="application/json",
-                                 headers=result.headers)
-    for warning in result.warnings:
-        response.headers.append("Warning", warning)
-    return response
+    return stream_response(result, _json_records(result.stream), "application/json")
 
 
 def _json_records(rows: ResultStream | pa.Table) -> Iterator[bytes]:

@@ -7,26 +7,33 @@ queries run concurrently and a result streams without holding the whole result i
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from ..errors import InvalidRequest
+from ..errors import Busy, InvalidRequest
 from .query import CompiledQuery
 
 DEFAULT_BATCH_ROWS = 65_536
+#: Queries running at once (more wait for a slot) and how long one waits before a 503.
+MAX_QUERIES = 4
+QUEUE_SECONDS = 120.0
 
 
 @dataclass
 class ResultStream:
-    """Record batches of a running query; close it (or read it to the end) to free it."""
+    """Record batches of a running query; close it (or read it to the end) to free it and
+    its slot among the queries running at once."""
 
     schema: pa.Schema
     _reader: pa.RecordBatchReader
     _cursor: duckdb.DuckDBPyConnection
+    _release: Callable[[], None] = lambda: None
+    _open: bool = True
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         try:
@@ -41,16 +48,28 @@ class ResultStream:
             self.close()
 
     def close(self) -> None:
-        self._cursor.close()
+        if self._open:
+            self._open = False
+            self._cursor.close()
+            self._release()
+
+    def __del__(self) -> None:  # a stream dropped unread still gives its slot back
+        self.close()
 
 
 class QueryEngine:
     """Executes :class:`CompiledQuery` objects."""
 
     def __init__(self, *, threads: int | None = None, memory_limit: str | None = None,
-                 spill_dir: Path | None = None) -> None:
+                 spill_dir: Path | None = None, max_queries: int | None = None,
+                 queue_seconds: float = QUEUE_SECONDS) -> None:
         self._db = duckdb.connect(":memory:")
         self._lock = threading.Lock()
+        # Admission: beyond max_queries at once, queries wait (then get Busy). Sixteen
+        # concurrent streams within one memory limit ran DuckDB out of memory; on a few
+        # cores they gain nothing by running at the same time.
+        self._slots = threading.BoundedSemaphore(max_queries or MAX_QUERIES)
+        self._queue_seconds = queue_seconds
         self._attached: set[str] = set()
         # Global settings: every cursor inherits them (a per-cursor SET costs ~0.5 ms/query).
         self._db.execute("SET GLOBAL TimeZone = 'UTC'")
@@ -78,18 +97,37 @@ class QueryEngine:
                     self._db.execute(f"ATTACH IF NOT EXISTS '{quoted}' AS {alias} (READ_ONLY)")
                     self._attached.add(alias)
 
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        """One of the slots for queries running at once, held for the block."""
+        self._acquire()
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    def _acquire(self) -> None:
+        if not self._slots.acquire(timeout=self._queue_seconds):
+            raise Busy("the server is answering as many queries as it can at once and none "
+                       f"finished within {self._queue_seconds:g} s; try again shortly")
+
     def stream(self, query: CompiledQuery, *,
                batch_rows: int = DEFAULT_BATCH_ROWS) -> ResultStream:
+        """The query's rows as they are produced; the stream holds a slot until closed."""
         self._attach(query.attachments)
+        self._acquire()
         cursor = self._cursor()
         try:
             for name, table in query.tables.items():
                 cursor.register(name, table)
             reader = cursor.sql(query.sql, params=query.params).to_arrow_reader(batch_rows)
-        except duckdb.Error as exc:
+        except BaseException as exc:
             cursor.close()
-            raise _translate(exc) from exc
-        return ResultStream(reader.schema, reader, cursor)
+            self._slots.release()
+            if isinstance(exc, duckdb.Error):
+                raise _translate(exc) from exc
+            raise
+        return ResultStream(reader.schema, reader, cursor, self._slots.release)
 
     def table(self, query: CompiledQuery) -> pa.Table:
         return self.stream(query).read_all()
@@ -100,25 +138,27 @@ class QueryEngine:
         """Run internal SQL (built by opencave itself, never from a request) with Arrow
         tables registered under the given names for its duration."""
         self._attach(attachments or {})
-        cursor = self._cursor()
-        try:
-            for name, table in (tables or {}).items():
-                cursor.register(name, table)
-            return cursor.sql(sql, params=params).to_arrow_table()
-        finally:
-            cursor.close()
+        with self._slot():
+            cursor = self._cursor()
+            try:
+                for name, table in (tables or {}).items():
+                    cursor.register(name, table)
+                return cursor.sql(sql, params=params).to_arrow_table()
+            finally:
+                cursor.close()
 
     def count(self, query: CompiledQuery) -> int:
         self._attach(query.attachments)
-        cursor = self._cursor()
-        try:
-            for name, table in query.tables.items():
-                cursor.register(name, table)
-            row = cursor.execute(query.count_sql, query.count_params).fetchone()
-        except duckdb.Error as exc:
-            raise _translate(exc) from exc
-        finally:
-            cursor.close()
+        with self._slot():
+            cursor = self._cursor()
+            try:
+                for name, table in query.tables.items():
+                    cursor.register(name, table)
+                row = cursor.execute(query.count_sql, query.count_params).fetchone()
+            except duckdb.Error as exc:
+                raise _translate(exc) from exc
+            finally:
+                cursor.close()
         return int(row[0]) if row else 0
 
     def close(self) -> None:

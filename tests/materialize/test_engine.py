@@ -1,0 +1,53 @@
+"""The query engine admits a bounded number of queries at once: the others wait for a slot,
+and a clear 503 (Busy) comes back only when none frees in time."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from opencave.errors import Busy
+from opencave.materialize.engine import QueryEngine
+from opencave.materialize.query import CompiledQuery
+
+
+def numbers(n: int) -> CompiledQuery:
+    sql = "SELECT range AS i FROM range(?)"
+    return CompiledQuery(sql, [n], (), f"SELECT count(*) FROM ({sql})", [n])
+
+
+@pytest.fixture
+def engine():
+    engine = QueryEngine(max_queries=1, queue_seconds=0.3)
+    yield engine
+    engine.close()
+
+
+def test_an_open_stream_holds_its_slot_until_closed(engine):
+    stream = engine.stream(numbers(10))
+    with pytest.raises(Busy, match="try again"):
+        engine.count(numbers(3))
+    stream.close()
+    stream.close()  # closing twice gives the slot back once
+    assert engine.count(numbers(3)) == 3
+
+
+def test_reading_a_stream_to_the_end_frees_its_slot(engine):
+    assert engine.stream(numbers(100_000)).read_all().num_rows == 100_000
+    assert sum(b.num_rows for b in engine.stream(numbers(5))) == 5
+    assert engine.run("SELECT 1 AS one", []).num_rows == 1
+
+
+def test_a_waiting_query_runs_as_soon_as_a_slot_frees(engine):
+    stream = engine.stream(numbers(10))
+    timer = threading.Timer(0.1, stream.close)
+    timer.start()
+    assert engine.count(numbers(7)) == 7  # waited for the stream, within the 0.3 s
+    timer.join()
+
+
+def test_a_failing_query_gives_its_slot_back(engine):
+    with pytest.raises(Exception, match="nope"):
+        engine.stream(CompiledQuery("SELECT * FROM nope", [], (), "", []))
+    assert engine.count(numbers(2)) == 2
