@@ -20,13 +20,16 @@ import pytest
 import uvicorn
 
 os.environ["HOME"] = tempfile.mkdtemp(prefix="opencave-test-home-")
+# The test datastack has 30,000 synapses: under the default threshold (200,000 rows) every
+# table would be compacted whole each version, and no test would see masks or tiers.
+os.environ["OPENCAVE_COMPACT_WHOLE_ROWS"] = "20000"
 
 from opencave.api import create_app
 from opencave.instance import OpenCave
 from opencave.settings import Settings
 from opencave.synth import build
 
-TEST_SYNAPSES = 30_000
+TEST_SYNAPSES = 30_000  # see OPENCAVE_COMPACT_WHOLE_ROWS above
 TEST_SEED = 7
 
 

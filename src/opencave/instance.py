@@ -114,12 +114,16 @@ class OpenCave:
         made since are compacted as they are made); returns the bytes written."""
         ds = self.info.datastack(datastack)
         tables = {t.table_name: t for t in self.tables.list(ds.aligned_volume.name)}
-        return Compactor(self.data, self.engine).compact_history(
-            self.versions, tables, datastack, on_version=on_version)
+        return self.compactor().compact_history(self.versions, tables, datastack,
+                                                on_version=on_version)
+
+    def compactor(self) -> Compactor:
+        return Compactor(self.data, self.engine, whole_below=self.settings.compact_whole_rows)
 
     def materializer(self) -> Materializer:
         return Materializer(self.data, self.info, self.tables, self.versions,
-                            self.segmentation_view, self.engine, self.changes)
+                            self.segmentation_view, self.engine, self.changes,
+                            self.compactor())
 
     def close(self) -> None:
         self.engine.close()

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .materialize.compaction import SMALL_TABLE_ROWS
+
 DEFAULT_QUERY_MEMORY = "1GB"
 
 
@@ -33,6 +35,9 @@ class Settings:
     #: 1.4 GiB at the same speed.
     query_memory_limit: str | None = field(default_factory=lambda: os.environ.get(
         "OPENCAVE_MEMORY_LIMIT") or DEFAULT_QUERY_MEMORY)
+    #: Tables with fewer visible rows are compacted into one part as versions are made.
+    compact_whole_rows: int = field(default_factory=lambda: _env_int(
+        "OPENCAVE_COMPACT_WHOLE_ROWS") or SMALL_TABLE_ROWS)
     #: Make a version of every datastack daily at this UTC time ("08:10"); None: never.
     materialize_at: str | None = field(default_factory=lambda: os.environ.get(
         "OPENCAVE_MATERIALIZE_AT") or None)

@@ -30,6 +30,9 @@ def part(rows: int, masked: int = 0) -> SnapshotPart:
 def test_a_small_table_is_merged_whole():
     assert plan_merges([part(4000, 100), part(20), part(30)]) == [[0, 1, 2]]
     assert plan_merges([part(4000)]) == []
+    nuclei = [part(42_726, 300), part(864, 600), part(265), part(815, 500)]
+    assert plan_merges(nuclei) == [[0, 1, 2, 3]]
+    assert plan_merges(nuclei, whole_below=20_000) == []  # the threshold is a setting
 
 
 def test_parts_of_one_tier_merge_once_there_are_fanout_of_them():
@@ -94,7 +97,7 @@ def uncompacted(request, tmp_path_factory):
     out = tmp_path_factory.mktemp("uncompacted") / "minnie"
     whole = request.param == "one mask per part"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(compaction, "plan_merges", lambda parts: [])
+        patch.setattr(compaction, "plan_merges", lambda parts, whole_below: [])
         patch.setattr(compaction, "tier_groups",
                       lambda sizes: [list(sizes)] if whole and len(sizes) > 1 else [])
         build(out, synapses_total=TEST_SYNAPSES, seed=TEST_SEED, progress=False)

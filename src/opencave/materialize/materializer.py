@@ -55,7 +55,7 @@ class MaterializationReport:
 class Materializer:
     def __init__(self, data_dir: DataDir, info: InfoService, tables: AnnotationTables,
                  versions: Versions, segmentation: Callable[[str], SegmentationView],
-                 engine: QueryEngine, changes: ChangeFinder) -> None:
+                 engine: QueryEngine, changes: ChangeFinder, compactor: Compactor) -> None:
         self.data_dir = data_dir
         self.info = info
         self.tables = tables
@@ -63,7 +63,7 @@ class Materializer:
         self.segmentation = segmentation
         self.engine = engine
         self.finder = changes
-        self.compactor = Compactor(data_dir, engine)
+        self.compactor = compactor
 
     def materialize(self, datastack: str, timestamp: datetime, *, version: int | None = None,
                     expires_on: datetime | None = None) -> MaterializationReport:
