@@ -118,8 +118,7 @@ def run(args: argparse.Namespace, home: str) -> dict[str, Any]:
     results: dict[str, Any] = {
         "synapses": args.synapses, "seed": args.seed, "repeat": args.repeat,
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": f"make bench SCALE={args.synapses}" + (
-            f" (rounds: {args.repeat})" if args.repeat != 5 else ""),
+        "command": _command(args),
         "machine": machine(), "synth": synth.__dict__, "cases": {}, "postgres": None,
         "note": args.note,
         "picks": {"q1_neurons": len(picks.q1_neurons),
@@ -285,3 +284,13 @@ def machine() -> dict[str, Any]:
             "disk_free": shutil.disk_usage(CACHE).free, "python": platform.python_version(),
             "duckdb": duckdb.__version__, "platform": platform.platform(),
             "argv": " ".join(sys.argv)}
+
+
+def _command(args: argparse.Namespace) -> str:
+    """How to rerun this benchmark: ``make bench`` when it ran with the defaults."""
+    if args.no_postgres or args.only or args.data:
+        options = " --no-postgres" if args.no_postgres else ""
+        options += f" --only {args.only}" if args.only else ""
+        return f"python -m bench --synapses {args.synapses}{options} --repeat {args.repeat}"
+    return f"make bench SCALE={args.synapses}" + (
+        f" (rounds: {args.repeat})" if args.repeat != 5 else "")
