@@ -17,6 +17,8 @@ class OpenCaveError(Exception):
 
     status: int = 400
     kind: str = "bad_request"
+    #: Seconds after which a retry may succeed (sent as ``Retry-After``); None: not so.
+    retry_after: int | None = None
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import Busy, OpenCaveError
+from ..errors import OpenCaveError
 
 log = logging.getLogger("opencave.api")
 
@@ -21,7 +21,8 @@ def error_response(status: int, kind: str, message: str, **details: object) -> J
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OpenCaveError)
     async def _ours(request: Request, exc: OpenCaveError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Busy) else None
+        retry = exc.retry_after
+        headers = {"Retry-After": str(retry)} if retry is not None else None
         return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)

@@ -98,12 +98,17 @@ class QueryEngine:
                     self._attached.add(alias)
 
     @contextmanager
-    def _slot(self) -> Iterator[None]:
-        """One of the slots for queries running at once, held for the block."""
+    def _running(self, tables: dict[str, pa.Table]) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor with ``tables`` registered, holding one of the slots for queries running
+        at once for the block."""
         self._acquire()
+        cursor = self._cursor()
         try:
-            yield
+            for name, table in tables.items():
+                cursor.register(name, table)
+            yield cursor
         finally:
+            cursor.close()
             self._slots.release()
 
     def _acquire(self) -> None:
@@ -138,27 +143,16 @@ class QueryEngine:
         """Run internal SQL (built by opencave itself, never from a request) with Arrow
         tables registered under the given names for its duration."""
         self._attach(attachments or {})
-        with self._slot():
-            cursor = self._cursor()
-            try:
-                for name, table in (tables or {}).items():
-                    cursor.register(name, table)
-                return cursor.sql(sql, params=params).to_arrow_table()
-            finally:
-                cursor.close()
+        with self._running(tables or {}) as cursor:
+            return cursor.sql(sql, params=params).to_arrow_table()
 
     def count(self, query: CompiledQuery) -> int:
         self._attach(query.attachments)
-        with self._slot():
-            cursor = self._cursor()
+        with self._running(query.tables) as cursor:
             try:
-                for name, table in query.tables.items():
-                    cursor.register(name, table)
                 row = cursor.execute(query.count_sql, query.count_params).fetchone()
             except duckdb.Error as exc:
                 raise _translate(exc) from exc
-            finally:
-                cursor.close()
         return int(row[0]) if row else 0
 
     def close(self) -> None:

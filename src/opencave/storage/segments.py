@@ -197,9 +197,10 @@ def write_mask(path: Path, rows: pa.Table, keys: Sequence[str]) -> int:
     ``keys``, so that a query's filters on those keys apply to the mask too and a point
     lookup reads a few mask rows instead of the whole mask. Duplicate ids are dropped."""
     rows = rows.select(["id", *keys])
-    ids = np.sort(rows.column("id").to_numpy())
-    if len(ids) and (ids[1:] == ids[:-1]).any():  # rare: merged masks are disjoint
-        _, first = np.unique(rows.column("id").to_numpy(), return_index=True)
+    ids = rows.column("id").to_numpy()
+    ordered = np.sort(ids)
+    if (ordered[1:] == ordered[:-1]).any():  # rare: merged masks are disjoint
+        _, first = np.unique(ids, return_index=True)
         rows = rows.take(pa.array(first))
     return write_table_segment(path, rows, keys[0], keys)
 
