@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from opencave.instance import OpenCave
-from opencave.settings import DEFAULT_QUERY_MEMORY, Settings
+from opencave.materialize.compaction import SMALL_TABLE_ROWS
+from opencave.settings import DEFAULT_QUERY_MEMORY, InvalidSetting, Settings
 
 
 def _memory_limit(cave: OpenCave) -> str:
@@ -21,3 +24,23 @@ def test_the_environment_overrides_the_memory_limit(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENCAVE_MEMORY_LIMIT", "2GB")
     with OpenCave(tmp_path / "b") as cave:
         assert _memory_limit(cave) == "1.8 GiB"
+
+
+def test_a_setting_out_of_range_names_the_variable_and_what_it_accepts(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENCAVE_MAX_QUERIES", "0")
+    with pytest.raises(InvalidSetting, match=r"OPENCAVE_MAX_QUERIES.*at least 1, got 0"):
+        Settings(tmp_path)
+
+
+def test_a_setting_that_is_not_a_number_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENCAVE_ROW_CAP", "lots")
+    with pytest.raises(InvalidSetting, match=r"OPENCAVE_ROW_CAP must be a whole number, got 'lots'"
+                       ):
+        Settings(tmp_path)
+
+
+def test_zero_compacts_no_table_whole(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENCAVE_COMPACT_WHOLE_ROWS", "0")
+    assert Settings(tmp_path).compact_whole_rows == 0
+    monkeypatch.delenv("OPENCAVE_COMPACT_WHOLE_ROWS")
+    assert Settings(tmp_path).compact_whole_rows == SMALL_TABLE_ROWS

@@ -7,14 +7,32 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import InvalidRequest
 from .materialize.compaction import SMALL_TABLE_ROWS
 
 DEFAULT_QUERY_MEMORY = "1GB"
 
+#: The smallest value each whole-number setting accepts, by field (and its variable).
+_MINIMUMS = {"row_cap": 1, "query_threads": 1, "max_queries": 1, "compact_whole_rows": 0,
+             "version_lifetime_days": 1}
+_VARIABLES = {"row_cap": "OPENCAVE_ROW_CAP", "query_threads": "OPENCAVE_THREADS",
+              "max_queries": "OPENCAVE_MAX_QUERIES",
+              "compact_whole_rows": "OPENCAVE_COMPACT_WHOLE_ROWS",
+              "version_lifetime_days": "OPENCAVE_VERSION_LIFETIME_DAYS"}
+
+
+class InvalidSetting(InvalidRequest):
+    kind = "invalid_setting"
+
 
 def _env_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    return int(value) if value not in (None, "") else None
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidSetting(f"{name} must be a whole number, got {value!r}") from None
 
 
 @dataclass(frozen=True)
@@ -36,8 +54,8 @@ class Settings:
     query_memory_limit: str | None = field(default_factory=lambda: os.environ.get(
         "OPENCAVE_MEMORY_LIMIT") or DEFAULT_QUERY_MEMORY)
     #: Tables with fewer visible rows are compacted into one part as versions are made.
-    compact_whole_rows: int = field(default_factory=lambda: _env_int(
-        "OPENCAVE_COMPACT_WHOLE_ROWS") or SMALL_TABLE_ROWS)
+    compact_whole_rows: int = field(default_factory=lambda: _default(
+        _env_int("OPENCAVE_COMPACT_WHOLE_ROWS"), SMALL_TABLE_ROWS))
     #: Make a version of every datastack daily at this UTC time ("08:10"); None: never.
     materialize_at: str | None = field(default_factory=lambda: os.environ.get(
         "OPENCAVE_MATERIALIZE_AT") or None)
@@ -48,3 +66,12 @@ class Settings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
+        for name, minimum in _MINIMUMS.items():
+            value = getattr(self, name)
+            if value is not None and value < minimum:
+                raise InvalidSetting(f"{name} ({_VARIABLES[name]}) must be at least {minimum}, "
+                                     f"got {value}")
+
+
+def _default(value: int | None, default: int) -> int:
+    return default if value is None else value
