@@ -4,7 +4,8 @@ next to it in the same run.
 Paths, from the inside out:
 
 - ``engine``: the query in-process (``MaterializationService``), every Arrow batch produced;
-- ``+ipc``: the same plus the Arrow IPC stream the server writes (LZ4), as bytes;
+- ``+ipc``: the same plus the Arrow IPC stream the server writes to this machine's
+  client (uncompressed under the default ``arrow_compression``), as bytes;
 - ``http``: the exact request caveclient sends, replayed over HTTP, all bytes read (no
   decoding): server plus transport;
 - ``caveclient``: the user's call, end to end (requests, Arrow → pandas, caveclient's own
@@ -25,7 +26,7 @@ from urllib.parse import urlparse
 
 import requests
 
-from opencave.api.arrow import ipc_stream
+from opencave.api.arrow import ipc_stream, write_options
 from opencave.materialize.service import MaterializationService
 
 from .postgres import Psql
@@ -85,8 +86,11 @@ class CaseResult:
 
 class Harness:
     def __init__(self, svc: MaterializationService, client: Any,
-                 psql: dict[int, Psql] | None, pg_sql: Callable[[Call], str] | None) -> None:
+                 psql: dict[int, Psql] | None, pg_sql: Callable[[Call], str] | None,
+                 arrow_compression: str) -> None:
         self.svc = svc
+        # what the server sends the benchmark's client (on loopback)
+        self.ipc_options = write_options("127.0.0.1", arrow_compression)
         self.client = client
         self.psql = psql or {}
         self.pg_sql = pg_sql
@@ -110,9 +114,14 @@ class Harness:
 
     def engine_ipc(self, request: requests.PreparedRequest) -> tuple[float, int]:
         started = time.perf_counter()
-        result = self._result(request)
-        size = sum(len(chunk) for chunk in ipc_stream(result.stream.schema, result.stream))
+        size = self.ipc_bytes(request)
         return time.perf_counter() - started, size
+
+    def ipc_bytes(self, request: requests.PreparedRequest) -> int:
+        """Run the query and write its IPC stream as the server does; returns its size."""
+        result = self._result(request)
+        stream = ipc_stream(result.stream.schema, result.stream, self.ipc_options)
+        return sum(len(chunk) for chunk in stream)
 
     def http(self, request: requests.PreparedRequest) -> tuple[float, int]:
         started = time.perf_counter()

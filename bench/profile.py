@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from opencave.api.arrow import ipc_stream
 from opencave.instance import OpenCave
 
 from . import datastack
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         client = CAVEclient("minnie65_public", server_address=server.url)
         from .measure import Harness
 
-        harness = Harness(svc, client, None, None)
+        harness = Harness(svc, client, None, None, cave.settings.arrow_compression)
         for name, calls in cases(picks).items():
             if name.split()[0].lower() not in wanted:
                 continue
@@ -193,9 +192,7 @@ def main(argv: list[str] | None = None) -> None:
             print_duckdb(name, duckdb_profile(cave, statement))
 
             def in_process(r=request) -> None:
-                result = harness._result(r)
-                for _ in ipc_stream(result.stream.schema, result.stream):
-                    pass
+                harness.ipc_bytes(r)
 
             print(f"-- {name}: in-process query + IPC (pyinstrument)")
             print(_trim(pyinstrument_text(in_process)))

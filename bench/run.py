@@ -161,7 +161,7 @@ def run(args: argparse.Namespace, home: str) -> dict[str, Any]:
         client = CAVEclient("minnie65_public", server_address=server.url)
         client.materialize.get_versions()
         harness = Harness(svc, client, psql, (lambda c: postgres_sql(tables, c))
-                          if psql else None)
+                          if psql else None, cave.settings.arrow_compression)
 
         calls = cases(picks)
         for name, batch in calls.items():

@@ -44,3 +44,9 @@ def test_zero_compacts_no_table_whole(tmp_path, monkeypatch):
     assert Settings(tmp_path).compact_whole_rows == 0
     monkeypatch.delenv("OPENCAVE_COMPACT_WHOLE_ROWS")
     assert Settings(tmp_path).compact_whole_rows == SMALL_TABLE_ROWS
+
+
+def test_an_unknown_compression_lists_the_accepted_ones(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENCAVE_ARROW_COMPRESSION", "gzip")
+    with pytest.raises(InvalidSetting, match=r"one of auto, lz4, zstd, none; got 'gzip'"):
+        Settings(tmp_path)

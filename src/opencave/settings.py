@@ -21,6 +21,12 @@ _VARIABLES = {"row_cap": "OPENCAVE_ROW_CAP", "query_threads": "OPENCAVE_THREADS"
               "version_lifetime_days": "OPENCAVE_VERSION_LIFETIME_DAYS"}
 
 
+#: How Arrow results are compressed: "auto" leaves them uncompressed for clients on this
+#: machine (loopback: compressing and decompressing cost more than moving the bytes) and
+#: LZ4-compresses them for everyone else.
+ARROW_COMPRESSIONS = ("auto", "lz4", "zstd", "none")
+
+
 class InvalidSetting(InvalidRequest):
     kind = "invalid_setting"
 
@@ -56,6 +62,9 @@ class Settings:
     #: Tables with fewer visible rows are compacted into one part as versions are made.
     compact_whole_rows: int = field(default_factory=lambda: _default(
         _env_int("OPENCAVE_COMPACT_WHOLE_ROWS"), SMALL_TABLE_ROWS))
+    #: Compression of Arrow results (one of ``ARROW_COMPRESSIONS``).
+    arrow_compression: str = field(default_factory=lambda: os.environ.get(
+        "OPENCAVE_ARROW_COMPRESSION") or "auto")
     #: Make a version of every datastack daily at this UTC time ("08:10"); None: never.
     materialize_at: str | None = field(default_factory=lambda: os.environ.get(
         "OPENCAVE_MATERIALIZE_AT") or None)
@@ -71,6 +80,10 @@ class Settings:
             if value is not None and value < minimum:
                 raise InvalidSetting(f"{name} ({_VARIABLES[name]}) must be at least {minimum}, "
                                      f"got {value}")
+        if self.arrow_compression not in ARROW_COMPRESSIONS:
+            raise InvalidSetting(
+                f"arrow_compression (OPENCAVE_ARROW_COMPRESSION) must be one of "
+                f"{', '.join(ARROW_COMPRESSIONS)}; got {self.arrow_compression!r}")
 
 
 def _default(value: int | None, default: int) -> int:

@@ -18,7 +18,7 @@ from ..instance import OpenCave
 from ..materialize.engine import ResultStream
 from ..materialize.service import MaterializationService, QueryResult
 from ..timestamps import now, parse_timestamp
-from .arrow import arrow_response, stream_response
+from .arrow import arrow_response, request_options, stream_response
 from .deps import cave, current_user, json_object
 
 MATERIALIZE_VERSION = "5.26.4"
@@ -140,7 +140,7 @@ async def view_query(datastack: str, version: int, view: str, request: Request,
     body = await json_object(request)
     result = await run_in_threadpool(svc.query_view, datastack, version, view, body,
                                      random_sample=random_sample, count=count, user=user)
-    return _respond(result, return_pyarrow)
+    return _respond(result, return_pyarrow, request)
 
 
 @_route("POST", "/datastack/{datastack}/version/{version}/table/{table}/query")
@@ -152,7 +152,7 @@ async def simple_query(datastack: str, version: int, table: str, request: Reques
     body = await json_object(request)
     result = await run_in_threadpool(svc.query_table, datastack, version, table, body,
                                      random_sample=random_sample, count=count, user=user)
-    return _respond(result, return_pyarrow)
+    return _respond(result, return_pyarrow, request)
 
 
 @_route("POST", "/datastack/{datastack}/version/{version}/query")
@@ -164,7 +164,7 @@ async def join_query(datastack: str, version: int, request: Request,
     body = await json_object(request)
     result = await run_in_threadpool(svc.join_query, datastack, version, body,
                                      random_sample=random_sample, count=count, user=user)
-    return _respond(result, return_pyarrow)
+    return _respond(result, return_pyarrow, request)
 
 
 @_route("POST", "/datastack/{datastack}/query", apis=("v3",))
@@ -177,11 +177,12 @@ async def live_query(datastack: str, request: Request, random_sample: int | None
     result = await run_in_threadpool(svc.live_query, datastack, body,
                                      random_sample=random_sample,
                                      allow_invalid_root_ids=allow_invalid_root_ids, user=user)
-    return _respond(result, return_pyarrow)
+    return _respond(result, return_pyarrow, request)
 
 
 @_route("GET", "/datastack/{datastack}/table/{table}/diff", apis=("v3",))
-def table_diff(datastack: str, table: str, from_version: int | None = None,
+def table_diff(datastack: str, table: str, request: Request,
+               from_version: int | None = None,
                to_version: int | None = None, from_timestamp: str | None = None,
                to_timestamp: str | None = None, svc: MaterializationService = Depends(service),
                user: User = Depends(current_user)) -> Response:
@@ -190,7 +191,7 @@ def table_diff(datastack: str, table: str, from_version: int | None = None,
     before = _instant(from_version, from_timestamp, "from")
     after = _instant(to_version, to_timestamp, "to")
     rows = svc.diff(datastack, table, before, after, user=user)
-    return arrow_response(QueryResult(rows))
+    return arrow_response(QueryResult(rows), _arrow_options(request))
 
 
 def _instant(version: int | None, timestamp: str | None, side: str) -> int | datetime:
@@ -217,10 +218,14 @@ async def create_version(datastack: str, request: Request, oc: OpenCave = Depend
             "bytes_written": report.bytes_written}
 
 
-def _respond(result: QueryResult, arrow: bool) -> Response:
+def _respond(result: QueryResult, arrow: bool, request: Request) -> Response:
     if arrow:
-        return arrow_response(result)
+        return arrow_response(result, _arrow_options(request))
     return stream_response(result, _json_records(result.stream), "application/json")
+
+
+def _arrow_options(request: Request) -> pa.ipc.IpcWriteOptions:
+    return request_options(request, cave(request).settings.arrow_compression)
 
 
 def _json_records(rows: ResultStream | pa.Table) -> Iterator[bytes]:
