@@ -22,6 +22,7 @@ from opencave.storage.files import DataDir
 from opencave.storage.segments import (
     Segment,
     arrow_schema,
+    copy_sorted_segment,
     serving_keys,
     serving_path,
     sorted_copy,
@@ -87,6 +88,28 @@ def test_serving_copies_hold_the_rows_sorted_by_each_key(stored):
         for key in KEYS:
             column = con.sql(f'SELECT "{key}" FROM {sorted_copy(key)}').fetchnumpy()[key]
             assert len(column) == N and (np.diff(column) >= 0).all()
+
+
+def test_a_segment_copied_through_a_connection_gets_sorted_copies_under_its_settings(
+        tmp_path, monkeypatch):
+    """The synth writes its big tables through its work connection (one memory limit for
+    both the sort and the serving copy), whose insertion order is not kept."""
+    monkeypatch.setattr(segments, "SERVING_MIN_ROWS", 0)
+    rows = synapses(np.random.default_rng(3))
+    with duckdb.connect(str(tmp_path / "work.duckdb")) as con:
+        con.execute("SET preserve_insertion_order = false")
+        con.register("source", rows)
+        copy_sorted_segment(con, tmp_path / "seg.parquet", "SELECT * FROM source", None,
+                            "pre_pt_root_id", KEYS)
+        kept = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()
+        assert kept == [(False,)]
+        assert con.sql("SELECT count(*) FROM duckdb_databases() WHERE database_name = "
+                       "'serving_copy'").fetchall() == [(0,)]  # detached again
+    with duckdb.connect(str(serving_path(tmp_path / "seg.parquet")), read_only=True) as con:
+        for key in KEYS:
+            copy = con.sql(f'SELECT "{key}", id FROM {sorted_copy(key)}').df()
+            assert len(copy) == N
+            assert copy.equals(copy.sort_values([key, "id"], ignore_index=True))
 
 
 @settings(max_examples=25, deadline=None)

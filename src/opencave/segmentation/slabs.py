@@ -11,11 +11,11 @@ range of units and contains every edge inside its chunks. Components found per s
 order, are exactly the global ones in the global order; nodes are minted per chunk, so ids
 do not depend on where slabs are cut.
 
-Per layer, memory holds one slab plus two arrays over the layer's units (where each unit
-goes next, and whether an edge from an earlier slab reaches it). Edges that leave the slab
-wait on disk until the later slab has been grouped. A component left without edges will
-only ever be skipped up to the top: it leaves the grouping at once and waits, with the
-top layer's components, for its root id.
+Per layer, memory holds one slab; what spans the layer's units (where each unit goes next,
+and whether an edge from an earlier slab reaches it) is in files read a slab at a time.
+Edges that leave the slab wait on disk until the later slab has been grouped. A component
+left without edges will only ever be skipped up to the top: it leaves the grouping at once
+and waits, with the top layer's components, for its root id.
 """
 
 from __future__ import annotations
@@ -125,8 +125,11 @@ class _Pass:
     def __init__(self, work: Path, layer: int, count: int) -> None:
         self.layer = layer
         pairs = _pairs(count)
-        self.relabel = np.full(count, -1, dtype=pairs["a"])
-        self.reached = np.zeros(count, dtype=bool)
+        #: where each unit goes (its next-layer unit, -1: nowhere), appended slab by slab
+        self.relabel = NpyFile(work / f"relabel{layer}.npy", pairs["a"])
+        #: whether an edge from an earlier slab reaches the unit (zero-filled, sparse)
+        self.reached = NpyFile(work / f"reached{layer}.npy", np.bool_)
+        self.reached.extend(count)
         self.keys = NpyFile(work / f"keys{layer + 1}.npy", np.int64)
         self.svs = NpyFile(work / f"svs{layer + 1}.npy", np.uint64)
         self.done = NpyFile(work / f"done{layer}.npy", pairs)
@@ -200,9 +203,9 @@ class Grouping:
         la, lb = la[cross], lb[cross]
         out_a, out_b = labels[a[~inside]], eb[~inside]
         has_edge = np.zeros(k, dtype=bool)
-        for touched in (la, lb, out_a, labels[p.reached[lo:hi]]):
+        for touched in (la, lb, out_a, labels[p.reached.read(lo, hi)]):
             has_edge[touched] = True
-        p.reached[out_b] = True
+        p.reached.scatter(out_b, np.ones(len(out_b), dtype=bool))
         first = first_occurrences(labels, k)
         counts = np.bincount(labels, minlength=k)
         materialize = counts >= 2 if p.layer > 2 else np.ones(k, dtype=bool)
@@ -212,7 +215,7 @@ class Grouping:
         comp_svs = svs[first]
         goes = np.full(k, -1, dtype=np.int64)
         goes[has_edge] = p.keys.length + np.arange(int(has_edge.sum()))
-        p.relabel[lo:hi] = goes[labels]
+        p.relabel.append(goes[labels])
         p.add_units(self.layout, comp_keys[has_edge], comp_svs[has_edge])
         iso_sv, iso_key = self.isolated[-1]
         iso_sv.append(comp_svs[~has_edge])
@@ -252,10 +255,12 @@ class Grouping:
         for source, far_end in ((p.done, False), (p.pending, True)):
             for lo in range(0, source.length, _READ):
                 rec = source.read(lo, lo + _READ)
-                b = p.relabel[rec["b"]] if far_end else rec["b"]
+                b = p.relabel.take(rec["b"]) if far_end else rec["b"]
                 small, large = np.minimum(rec["a"], b), np.maximum(rec["a"], b)
                 buckets.add(small, _records(pairs, small, large))
             source.discard()
+        p.relabel.discard()
+        p.reached.discard()
         return Units(p.layer + 1, count, p.keys, p.svs, cuts, buckets)
 
     # -- the top -------------------------------------------------------------------------

@@ -136,7 +136,8 @@ def copy_sorted_segment(con: duckdb.DuckDBPyConnection, path: Path, select: str,
                         keys: Sequence[str] = ()) -> int:
     """Write the rows of a DuckDB query as a segment sorted by ``(sort_key, id)``, atomically,
     with its serving copy (from :data:`SERVING_MIN_ROWS` rows). DuckDB sorts out of core, so
-    this works for tables far larger than memory."""
+    this works for tables far larger than memory; the serving copy is written by ``con``
+    too, so one memory limit bounds both."""
     with atomic_path(path) as tmp:
         con.execute(
             f"COPY ({select} ORDER BY {_quote(sort_key)}, id) TO '{_sql_string(tmp)}' "
@@ -145,31 +146,53 @@ def copy_sorted_segment(con: duckdb.DuckDBPyConnection, path: Path, select: str,
         )
     rows = pq.ParquetFile(path).metadata.num_rows
     if keys and rows >= SERVING_MIN_ROWS:
-        write_serving_copy(path, keys)
+        write_serving_copy(path, keys, con=con)
     return rows
 
 
-def write_serving_copy(path: Path, keys: Sequence[str], rows: pa.Table | None = None) -> Path:
+def write_serving_copy(path: Path, keys: Sequence[str], rows: pa.Table | None = None, *,
+                       con: duckdb.DuckDBPyConnection | None = None) -> Path:
     """Write the serving copy of the Parquet file at ``path`` (sorted by its first key
     already), atomically: one native table per key, sorted by (key, id). ``rows``: the
-    file's rows when they are still in memory (same order), read instead of the file."""
+    file's rows when they are still in memory (same order), read instead of the file.
+    ``con``: write through this connection (and its memory limit) instead of a new one."""
     target = serving_path(path)
     source = f"read_parquet('{_sql_string(path)}')" if rows is None else "rows"
     with atomic_path(target) as tmp:
-        con = duckdb.connect(str(tmp))
-        try:
-            con.execute(f"SET memory_limit = '{_WRITE_MEMORY}'")
-            con.execute("SET preserve_insertion_order = true")
-            if rows is not None:
-                con.register("rows", rows)
-            for index, key in enumerate(keys):
-                order = "" if index == 0 else f" ORDER BY {_quote(key)}, id"
-                con.execute(f"CREATE TABLE {_quote(sorted_copy(key))} AS "
-                            f"SELECT * FROM {source}{order}")
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
+        if con is None:
+            own = duckdb.connect(str(tmp))
+            try:
+                own.execute(f"SET memory_limit = '{_WRITE_MEMORY}'")
+                _create_copies(own, "", source, keys, rows)
+            finally:
+                own.close()
+        else:
+            con.execute(f"ATTACH '{_sql_string(tmp)}' AS serving_copy")
+            try:
+                _create_copies(con, "serving_copy.", source, keys, rows)
+            finally:
+                con.execute("DETACH serving_copy")
     return target
+
+
+def _create_copies(con: duckdb.DuckDBPyConnection, prefix: str, source: str,
+                   keys: Sequence[str], rows: pa.Table | None) -> None:
+    """One table per key under ``prefix`` (a database name and dot, or nothing)."""
+    # The first copy keeps the source's order: insertion order must hold for it.
+    preserved = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()
+    con.execute("SET preserve_insertion_order = true")
+    if rows is not None:
+        con.register("rows", rows)
+    try:
+        for index, key in enumerate(keys):
+            order = "" if index == 0 else f" ORDER BY {_quote(key)}, id"
+            con.execute(f"CREATE TABLE {prefix}{_quote(sorted_copy(key))} AS "
+                        f"SELECT * FROM {source}{order}")
+        con.execute(f"CHECKPOINT {prefix.rstrip('.')}" if prefix else "CHECKPOINT")
+    finally:
+        if rows is not None:
+            con.unregister("rows")
+        con.execute(f"SET preserve_insertion_order = {bool(preserved[0][0])}")
 
 
 def max_id(path: Path) -> int:
