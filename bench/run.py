@@ -291,6 +291,7 @@ def _command(args: argparse.Namespace) -> str:
     if args.no_postgres or args.only or args.data:
         options = " --no-postgres" if args.no_postgres else ""
         options += f" --only {args.only}" if args.only else ""
+        options += f" --data {args.data}" if args.data else ""
         return f"python -m bench --synapses {args.synapses}{options} --repeat {args.repeat}"
     return f"make bench SCALE={args.synapses}" + (
         f" (rounds: {args.repeat})" if args.repeat != 5 else "")
