@@ -236,8 +236,12 @@ def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: Segment
             rows = write_table_segment(path, in_memory[spec], table.cluster_key,
                                        table.serving_keys)
         else:
-            select = (tables.synapse_select() if spec is tables.SYNAPSES
-                      else tables.prediction_select())
+            if spec is tables.SYNAPSES:
+                for statement in tables.SYNAPSE_ENDPOINTS:
+                    con.execute(statement)
+                select = tables.synapse_select()
+            else:
+                select = tables.prediction_select()
             rows = copy_sorted_segment(con, path, select, {"parts": parts}, table.cluster_key,
                                        table.serving_keys)
         cave.tables.add_segment(table, Segment(cave.data.relative(path), rows,

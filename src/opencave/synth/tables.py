@@ -241,14 +241,33 @@ def coregistration_rows(cells: Cells, soma_sv: np.ndarray, soma_root: np.ndarray
     })
 
 
+#: Each synapse's supervoxel and root at both ends, one row per synapse: one join and one
+#: aggregation per statement, so that DuckDB can spill each to disk (the four joins the
+#: synapse rows need, run in one statement, ran out of memory at 10^8 synapses).
+SYNAPSE_ENDPOINTS = (
+    """CREATE OR REPLACE TABLE endpoint_root AS
+    SELECT e.eid, e.side, e.sv, s.root FROM endpoint_sv e JOIN sv_root s ON s.sv = e.sv
+    WHERE e.side < 2""",
+    """CREATE OR REPLACE TABLE synapse_endpoints AS
+    SELECT eid,
+           max(sv) FILTER (WHERE side = 0) AS pre_sv,
+           max(root) FILTER (WHERE side = 0) AS pre_root,
+           max(sv) FILTER (WHERE side = 1) AS post_sv,
+           max(root) FILTER (WHERE side = 1) AS post_root
+    FROM endpoint_root GROUP BY eid""",
+    "DROP TABLE endpoint_root",
+)
+
+
 def synapse_select() -> str:
-    """SELECT of the final synapse rows (root ids when the graph starts), in column order."""
+    """SELECT of the final synapse rows (root ids when the graph starts), in column order,
+    once :data:`SYNAPSE_ENDPOINTS` has run."""
     names = arrow_schema(get_schema_type(SYNAPSES.schema)).names
     expressions = {
         "id": "r.id", "created": "r.created", "deleted": "NULL::TIMESTAMPTZ",
         "superceded_id": "NULL::BIGINT", "valid": "TRUE", "size": "r.size",
-        "pre_pt_supervoxel_id": "pe.sv::BIGINT", "pre_pt_root_id": "pr.root",
-        "post_pt_supervoxel_id": "po.sv::BIGINT", "post_pt_root_id": "qr.root",
+        "pre_pt_supervoxel_id": "x.pre_sv::BIGINT", "pre_pt_root_id": "x.pre_root",
+        "post_pt_supervoxel_id": "x.post_sv::BIGINT", "post_pt_root_id": "x.post_root",
     }
     for point in ("pre", "post", "ctr"):
         for axis in "xyz":
@@ -256,11 +275,7 @@ def synapse_select() -> str:
     select = ", ".join(f'{expressions[n]} AS "{n}"' for n in names)
     return f"""
         SELECT {select}
-        FROM read_parquet($parts) r
-        JOIN endpoint_sv pe ON pe.eid = r.id AND pe.side = 0
-        JOIN endpoint_sv po ON po.eid = r.id AND po.side = 1
-        JOIN sv_root pr ON pr.sv = pe.sv
-        JOIN sv_root qr ON qr.sv = po.sv
+        FROM read_parquet($parts) r JOIN synapse_endpoints x ON x.eid = r.id
     """
 
 
