@@ -24,6 +24,8 @@ they replace), and a snapshot is swapped only after its row count is checked unc
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -157,17 +159,27 @@ class Compactor:
             selects.append(f"SELECT {columns} FROM {source}")
         path = self.data.table_dir(table.aligned_volume, table.table_name) / unique_name(
             "merged", ".parquet")
+        # Its own spill directory under the data directory (an in-memory DuckDB would spill
+        # into the working directory), removed with the connection.
+        spill = Path(tempfile.mkdtemp(prefix="merge-", dir=self._spill_root()))
         con = duckdb.connect(":memory:")
         try:
             con.execute(f"SET memory_limit = '{_MERGE_MEMORY}'")
+            con.execute("SET temp_directory = ?", [str(spill)])
             rows = copy_sorted_segment(
                 con, path, "SELECT * FROM (" + " UNION ALL ".join(selects) + ")", params,
                 table.cluster_key, table.serving_keys)
         finally:
             con.close()
+            shutil.rmtree(spill, ignore_errors=True)
         segment = Segment(self.data.relative(path), rows, table.cluster_key,
                           to_micros(timestamp))
         return SnapshotPart(segment), file_bytes(path)
+
+    def _spill_root(self) -> Path:
+        root = self.data.root / ".spill"
+        root.mkdir(exist_ok=True)
+        return root
 
     def compact_masks(self, table: AnnotationTable, part: SnapshotPart,
                       directory: Path) -> tuple[SnapshotPart, int]:
