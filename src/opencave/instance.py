@@ -49,7 +49,7 @@ class OpenCave:
         self.access = Access(self.auth, self.info)
         self.engine = QueryEngine(threads=settings.query_threads,
                                   memory_limit=settings.query_memory_limit,
-                                  spill_dir=self.data.root / ".spill",
+                                  spill_dir=self.data.spill,
                                   max_queries=settings.max_queries)
         self.changes = ChangeFinder(self.data, self.tables, self.rows, self.engine)
         self.views = Views(self.live)

@@ -12,13 +12,13 @@ from .materialize.compaction import SMALL_TABLE_ROWS
 
 DEFAULT_QUERY_MEMORY = "1GB"
 
-#: The smallest value each whole-number setting accepts, by field (and its variable).
-_MINIMUMS = {"row_cap": 1, "query_threads": 1, "max_queries": 1, "compact_whole_rows": 0,
-             "version_lifetime_days": 1}
-_VARIABLES = {"row_cap": "OPENCAVE_ROW_CAP", "query_threads": "OPENCAVE_THREADS",
-              "max_queries": "OPENCAVE_MAX_QUERIES",
-              "compact_whole_rows": "OPENCAVE_COMPACT_WHOLE_ROWS",
-              "version_lifetime_days": "OPENCAVE_VERSION_LIFETIME_DAYS"}
+#: Whole-number settings: field -> (its environment variable, the smallest value accepted).
+_WHOLE_NUMBERS = {
+    "row_cap": ("OPENCAVE_ROW_CAP", 1), "query_threads": ("OPENCAVE_THREADS", 1),
+    "max_queries": ("OPENCAVE_MAX_QUERIES", 1),
+    "compact_whole_rows": ("OPENCAVE_COMPACT_WHOLE_ROWS", 0),
+    "version_lifetime_days": ("OPENCAVE_VERSION_LIFETIME_DAYS", 1),
+}
 
 
 #: How Arrow results are compressed: "auto" leaves them uncompressed for clients on this
@@ -75,10 +75,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
-        for name, minimum in _MINIMUMS.items():
+        for name, (variable, minimum) in _WHOLE_NUMBERS.items():
             value = getattr(self, name)
             if value is not None and value < minimum:
-                raise InvalidSetting(f"{name} ({_VARIABLES[name]}) must be at least {minimum}, "
+                raise InvalidSetting(f"{name} ({variable}) must be at least {minimum}, "
                                      f"got {value}")
         if self.arrow_compression not in ARROW_COMPRESSIONS:
             raise InvalidSetting(

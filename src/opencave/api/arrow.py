@@ -8,7 +8,6 @@ from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 from starlette.background import BackgroundTask
-from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from ..materialize.engine import ResultStream
@@ -28,10 +27,6 @@ def write_options(client_host: str | None, setting: str) -> pa.ipc.IpcWriteOptio
     if setting == "none" or (setting == "auto" and _is_loopback(client_host)):
         return _UNCOMPRESSED
     return _OPTIONS["lz4" if setting == "auto" else setting]
-
-
-def request_options(request: Request, setting: str) -> pa.ipc.IpcWriteOptions:
-    return write_options(request.client.host if request.client else None, setting)
 
 
 def _is_loopback(host: str | None) -> bool:

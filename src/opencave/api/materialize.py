@@ -18,7 +18,7 @@ from ..instance import OpenCave
 from ..materialize.engine import ResultStream
 from ..materialize.service import MaterializationService, QueryResult
 from ..timestamps import now, parse_timestamp
-from .arrow import arrow_response, request_options, stream_response
+from .arrow import arrow_response, stream_response, write_options
 from .deps import cave, current_user, json_object
 
 MATERIALIZE_VERSION = "5.26.4"
@@ -225,7 +225,8 @@ def _respond(result: QueryResult, arrow: bool, request: Request) -> Response:
 
 
 def _arrow_options(request: Request) -> pa.ipc.IpcWriteOptions:
-    return request_options(request, cave(request).settings.arrow_compression)
+    host = request.client.host if request.client else None
+    return write_options(host, cave(request).settings.arrow_compression)
 
 
 def _json_records(rows: ResultStream | pa.Table) -> Iterator[bytes]:

@@ -161,7 +161,8 @@ class Compactor:
             "merged", ".parquet")
         # Its own spill directory under the data directory (an in-memory DuckDB would spill
         # into the working directory), removed with the connection.
-        spill = Path(tempfile.mkdtemp(prefix="merge-", dir=self._spill_root()))
+        self.data.spill.mkdir(exist_ok=True)
+        spill = Path(tempfile.mkdtemp(prefix="merge-", dir=self.data.spill))
         con = duckdb.connect(":memory:")
         try:
             con.execute(f"SET memory_limit = '{_MERGE_MEMORY}'")
@@ -175,11 +176,6 @@ class Compactor:
         segment = Segment(self.data.relative(path), rows, table.cluster_key,
                           to_micros(timestamp))
         return SnapshotPart(segment), file_bytes(path)
-
-    def _spill_root(self) -> Path:
-        root = self.data.root / ".spill"
-        root.mkdir(exist_ok=True)
-        return root
 
     def compact_masks(self, table: AnnotationTable, part: SnapshotPart,
                       directory: Path) -> tuple[SnapshotPart, int]:

@@ -41,6 +41,11 @@ class DataDir:
         return self.root / "versions"
 
     @property
+    def spill(self) -> Path:
+        """Where DuckDB spills what does not fit in its memory."""
+        return self.root / ".spill"
+
+    @property
     def segmentation(self) -> Path:
         return self.root / "segmentation"
 
