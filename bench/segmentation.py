@@ -150,8 +150,8 @@ def bench_merges(graph: SegmentationGraph, grid: tuple[int, int, int], count: in
         conn.execute(sa.text("CREATE TABLE IF NOT EXISTS bench_commit (i INTEGER, t TEXT)"))
     merge_t, commit_t, middle = [], [], BUILT
     for k, chunk in enumerate(chunks.tolist()):
-        a = int(graph.base.ids[sv_position(chunk, BLOCK_CHAIN, CHAIN // 2)])
-        b = int(graph.base.ids[sv_position(chunk + 1, FRAGMENT_CHAIN, 0)])
+        a = sv_id(graph, sv_position(chunk, BLOCK_CHAIN, CHAIN // 2))
+        b = sv_id(graph, sv_position(chunk + 1, FRAGMENT_CHAIN, 0))
         merge_t.append(timed(lambda a=a, b=b: graph.merge(a, b, user_id="bench")))
         commit_t.append(timed(lambda k=k: _commit(graph.live, k)))
         if k == len(chunks) // 2:
@@ -165,6 +165,11 @@ def bench_merges(graph: SegmentationGraph, grid: tuple[int, int, int], count: in
     ), middle
 
 
+def sv_id(graph: SegmentationGraph, position: int) -> int:
+    """The base supervoxel at ``position``."""
+    return int(graph.base.node_ids.at([position])[0])
+
+
 def _commit(live: LiveStore, k: int) -> None:
     with live.begin() as conn:
         conn.execute(sa.text("INSERT INTO bench_commit VALUES (:i, :t)"), {"i": k, "t": "x"})
@@ -173,7 +178,7 @@ def _commit(live: LiveStore, k: int) -> None:
 def bench_get_roots(graph: SegmentationGraph, when: datetime, rounds: int,
                     rng: np.random.Generator) -> Figure:
     pos = rng.integers(0, graph.base.n_sv, min(QUERY_SIZE, graph.base.n_sv))
-    svs = np.asarray(graph.base.ids[pos])
+    svs = graph.base.node_ids.at(pos)
     ours, floor = [], []
     for _ in range(rounds):
         ours.append(timed(lambda: graph.get_roots(svs, timestamp=when)))
@@ -197,8 +202,8 @@ def bench_splits(graph: SegmentationGraph, grid: tuple[int, int, int], count: in
     split_t, flow_t, sizes = [], [], []
     for x, y, z in corners:
         far = [min(c + b, g) - 1 for c, b, g in zip((x, y, z), block, grid, strict=True)]
-        src = int(graph.base.ids[sv_position(chunk_index(grid, x, y, z), NEURON_CHAIN, 0)])
-        snk = int(graph.base.ids[sv_position(chunk_index(grid, *far), NEURON_CHAIN, CHAIN - 1)])
+        src = sv_id(graph, sv_position(chunk_index(grid, x, y, z), NEURON_CHAIN, 0))
+        snk = sv_id(graph, sv_position(chunk_index(grid, *far), NEURON_CHAIN, CHAIN - 1))
         root = graph.get_root(src)
         edges, affinities = graph.subgraph(root)
         sizes.append(len(graph.get_leaves(root)))

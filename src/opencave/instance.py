@@ -118,12 +118,13 @@ class OpenCave:
                                                 on_version=on_version)
 
     def compactor(self) -> Compactor:
-        return Compactor(self.data, self.engine, whole_below=self.settings.compact_whole_rows)
+        return Compactor(self.data, self.engine, whole_below=self.settings.compact_whole_rows,
+                         memory_limit=self.settings.query_memory_limit)
 
     def materializer(self) -> Materializer:
         return Materializer(self.data, self.info, self.tables, self.versions,
                             self.segmentation_view, self.engine, self.changes,
-                            self.compactor())
+                            self.compactor(), memory_limit=self.settings.query_memory_limit)
 
     def close(self) -> None:
         self.engine.close()

@@ -46,7 +46,7 @@ def test_lookup_sorted() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["ids", "arrays", "levels", "mincut", "graph", "layers", "npyfile", "buckets"]
+    "module", ["ids", "arrays", "base", "levels", "mincut", "graph", "layers", "npyfile", "buckets"]
 )
 def test_docstring_examples(module: str) -> None:
     mod = importlib.import_module(f"opencave.segmentation.{module}")

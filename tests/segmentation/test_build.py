@@ -187,7 +187,7 @@ def test_layer2_batches_do_not_change_the_result(tmp_path) -> None:  # type: ign
     )
     build_base(tmp_path / "one", **common)
     build_base(tmp_path / "many", **common, batch_nodes=7)
-    for name in ("ids", "parent", "children", "child_ptr", "edge_a", "edge_b"):
+    for name in ("run_start", "run_pos", "parent", "children", "child_ptr", "edge_a", "edge_b"):
         one = np.load(tmp_path / "one" / f"{name}.npy")
         many = np.load(tmp_path / "many" / f"{name}.npy")
         assert np.array_equal(one, many), name

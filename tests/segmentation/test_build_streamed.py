@@ -135,10 +135,27 @@ def test_anchors_written_in_batches_are_memory_mapped(tmp_path: Path) -> None:
     positions = np.arange(18).reshape(6, 3)
     SupervoxelLocator.write_batches(tmp_path, [(ids[:2], positions[:2]), (ids[2:], positions[2:])])
     locator = SupervoxelLocator.open(tmp_path, LAYOUT, GEOMETRY)
-    assert locator is not None and isinstance(locator.ids, np.memmap)
-    assert np.array_equal(locator.ids, ids) and np.array_equal(locator.positions, positions)
+    assert locator is not None and isinstance(locator.positions, np.memmap)
+    # consecutive ids are stored as one run, not one by one
+    assert len(locator.ids.run_start) == 1 and np.array_equal(locator.ids.at(range(6)), ids)
+    assert np.array_equal(locator.positions, positions)
     with pytest.raises(ValueError, match="sorted"):
         SupervoxelLocator.write_batches(tmp_path, [(ids[2:], positions[2:]),
                                                    (ids[:2], positions[:2])])
-    assert np.array_equal(SupervoxelLocator.open(tmp_path, LAYOUT, GEOMETRY).ids, ids)
+    assert np.array_equal(SupervoxelLocator.open(tmp_path, LAYOUT, GEOMETRY).ids.at(range(6)), ids)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["anchors"]
+
+
+def test_anchors_of_the_earlier_layout_still_locate(tmp_path: Path) -> None:
+    ids = LAYOUT.encode(1, 0, 0, 0, np.array([1, 2, 3, 9]))
+    positions = np.array([[1, 1, 1], [20, 20, 5], [40, 40, 10], [60, 60, 20]])
+    SupervoxelLocator.write(tmp_path, ids, positions)
+    new = SupervoxelLocator.open(tmp_path, LAYOUT, GEOMETRY)
+    folder = tmp_path / "anchors"
+    np.save(folder / "ids.npy", ids)  # format 1 kept the ids themselves
+    for name in ("run_start.npy", "run_pos.npy"):
+        (folder / name).unlink()
+    old = SupervoxelLocator.open(tmp_path, LAYOUT, GEOMETRY)
+    assert new is not None and old is not None
+    assert new.locate(positions, GEOMETRY.resolution).tolist() == ids.tolist()
+    assert old.locate(positions, GEOMETRY.resolution).tolist() == ids.tolist()

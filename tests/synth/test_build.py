@@ -39,7 +39,7 @@ def test_same_seed_same_datastack_other_seed_other_one(tmp_path: Path, monkeypat
     a, b, c = (OpenCave(tmp_path / n) for n in "abc")
     try:
         anchors = [cave.data.segmentation / world.SEGMENTATION_TABLE / "anchors" for cave in (a, b)]
-        for name in ("ids.npy", "positions.npy"):
+        for name in ("run_start.npy", "run_pos.npy", "positions.npy"):
             assert np.array_equal(np.load(anchors[0] / name), np.load(anchors[1] / name))
         for table in a.tables.names(world.ALIGNED_VOLUME):
             assert bulk(a, table).equals(bulk(b, table)), table

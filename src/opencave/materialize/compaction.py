@@ -39,9 +39,11 @@ import pyarrow.compute as pc
 from ..annotation import AnnotationTable
 from ..storage.files import DataDir, unique_name
 from ..storage.segments import (
+    WRITE_MEMORY,
     Segment,
     copy_sorted_segment,
     file_bytes,
+    limit_memory,
     write_mask,
 )
 from ..timestamps import from_micros, to_micros
@@ -55,8 +57,6 @@ T = TypeVar("T")
 FANOUT = 4
 SMALL_TABLE_ROWS = 200_000  # the default of Settings.compact_whole_rows
 #: DuckDB memory while merging: it sorts out of core beyond this.
-_MERGE_MEMORY = "4GB"
-
 
 def visible_rows(part: SnapshotPart) -> int:
     return part.segment.num_rows - part.masked_count
@@ -126,10 +126,13 @@ _MASK_IDS = "SELECT id FROM read_parquet(?, union_by_name = true)"
 
 class Compactor:
     def __init__(self, data: DataDir, engine: QueryEngine, *,
-                 whole_below: int = SMALL_TABLE_ROWS) -> None:
+                 whole_below: int = SMALL_TABLE_ROWS,
+                 memory_limit: str | None = WRITE_MEMORY) -> None:
+        """``memory_limit``: DuckDB's while a merge sorts and writes (it spills beyond)."""
         self.data = data
         self.engine = engine
         self.whole_below = whole_below
+        self.memory_limit = memory_limit
 
     def compact(self, table: AnnotationTable, parts: Sequence[SnapshotPart],
                 timestamp: datetime) -> Compaction:
@@ -165,7 +168,7 @@ class Compactor:
         spill = Path(tempfile.mkdtemp(prefix="merge-", dir=self.data.spill))
         con = duckdb.connect(":memory:")
         try:
-            con.execute(f"SET memory_limit = '{_MERGE_MEMORY}'")
+            limit_memory(con, self.memory_limit)
             con.execute("SET temp_directory = ?", [str(spill)])
             rows = copy_sorted_segment(
                 con, path, "SELECT * FROM (" + " UNION ALL ".join(selects) + ")", params,

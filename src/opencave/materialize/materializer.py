@@ -27,7 +27,7 @@ from ..annotation import AnnotationTable, AnnotationTables
 from ..errors import Conflict
 from ..info import InfoService
 from ..storage.files import DataDir, unique_name
-from ..storage.segments import Segment, file_bytes, write_table_segment
+from ..storage.segments import WRITE_MEMORY, Segment, file_bytes, write_table_segment
 from ..timestamps import as_utc, from_micros, to_micros
 from .changes import Base, ChangeFinder, Changes
 from .compaction import Compactor, visible_rows, write_mask_file
@@ -55,7 +55,9 @@ class MaterializationReport:
 class Materializer:
     def __init__(self, data_dir: DataDir, info: InfoService, tables: AnnotationTables,
                  versions: Versions, segmentation: Callable[[str], SegmentationView],
-                 engine: QueryEngine, changes: ChangeFinder, compactor: Compactor) -> None:
+                 engine: QueryEngine, changes: ChangeFinder, compactor: Compactor, *,
+                 memory_limit: str | None = WRITE_MEMORY) -> None:
+        """``memory_limit``: DuckDB's while a delta is sorted and written."""
         self.data_dir = data_dir
         self.info = info
         self.tables = tables
@@ -64,6 +66,7 @@ class Materializer:
         self.engine = engine
         self.finder = changes
         self.compactor = compactor
+        self.memory_limit = memory_limit
 
     def materialize(self, datastack: str, timestamp: datetime, *, version: int | None = None,
                     expires_on: datetime | None = None) -> MaterializationReport:
@@ -152,7 +155,8 @@ class Materializer:
                      timestamp: datetime) -> tuple[Segment, int]:
         path = self.data_dir.table_dir(table.aligned_volume, table.table_name) / unique_name(
             "delta", ".parquet")
-        count = write_table_segment(path, rows, table.cluster_key, table.serving_keys)
+        count = write_table_segment(path, rows, table.cluster_key, table.serving_keys,
+                                    memory_limit=self.memory_limit)
         segment = Segment(self.data_dir.relative(path), count, table.cluster_key,
                           to_micros(timestamp))
         return segment, file_bytes(path)

@@ -4,11 +4,11 @@ arrays (immutable; edits live in the overlay).
 Files in the graph directory::
 
     meta.json           layout, geometry, table id, base timestamp, counts, root counter
-    ids.npy             every base node id, sorted (supervoxels first: layer is the top byte)
-    run_start.npy       first id of each run of consecutive ids ...
-    run_pos.npy         ... and its position in ids.npy (plus a final entry = len(ids))
-    parent.npy          parent of ids[i] (0 for roots)
-    child_ptr.npy       CSR over the non-supervoxel nodes ids[n_sv:] ...
+    run_start.npy       every base node id, sorted (supervoxels first: layer is the top
+    run_pos.npy         byte), as runs of consecutive ids (:class:`SortedIds`); a node's
+                        *position* is its index in that sorted order
+    parent.npy          parent id of the node at each position (0 for roots)
+    child_ptr.npy       CSR over the non-supervoxel nodes (positions n_sv...) ...
     children.npy        ... into their children ids
     edge_a/b.npy        atomic edges (a < b), sorted by (a, b)
     edge_aff.npy        their affinities (float32)
@@ -16,9 +16,13 @@ Files in the graph directory::
     edge_order_b.npy    permutation of the edges sorted by b ...
     edge_ptr_b.npy      ... and its CSR by supervoxel position
 
-Position lookup goes through the *runs*: ids are minted densely per chunk, so a run is
-usually a whole chunk and ``position = run_pos + (id - run_start)`` after one binary search
-in a small, cache-resident table. Sparse ids degrade gracefully to a plain binary search.
+Ids are minted densely per chunk, so a run is usually a whole chunk and ``position = run_pos
++ (id - run_start)`` after one binary search in a small, cache-resident table; sparse ids
+degrade gracefully to a plain binary search. The index arrays (``child_ptr``, the edge
+pointers and order) are ``uint32`` while their values fit, ``int64`` beyond.
+
+Format 1 also stored ``ids.npy`` (the sorted ids themselves, 8 bytes per node) and ``int64``
+index arrays: it reads the same.
 """
 
 from __future__ import annotations
@@ -33,9 +37,8 @@ import numpy as np
 from .arrays import ranges, unique
 from .ids import ChunkGeometry, IdLayout
 
-FORMAT = "opencave-segmentation-base/1"
+FORMAT = "opencave-segmentation-base/2"
 ARRAYS = (
-    "ids",
     "run_start",
     "run_pos",
     "parent",
@@ -91,18 +94,84 @@ class BaseMeta:
         )
 
 
-def make_runs(sorted_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Maximal runs of consecutive ids: (first id of each run, start positions + total)."""
-    n = len(sorted_ids)
-    if n == 0:
-        return np.zeros(0, np.uint64), np.zeros(1, np.int64)
-    breaks = np.flatnonzero(np.diff(sorted_ids) != 1) + 1
-    starts = np.concatenate([[0], breaks]).astype(np.int64)
-    return sorted_ids[starts], np.concatenate([starts, [n]]).astype(np.int64)
+@dataclass(frozen=True)
+class SortedIds:
+    """A sorted array of unique ids kept as its runs of consecutive ids: ``run_start`` (first
+    id of each run) and ``run_pos`` (its position, plus a final entry = the length). Ids are
+    minted densely per chunk, so a few million runs stand for billions of ids: lookups are
+    one binary search in a small, cache-resident table and nothing else is stored.
+
+    >>> ids = SortedIds.of(np.array([5, 6, 7, 20, 21], np.uint64))
+    >>> len(ids), ids.run_start.tolist(), ids.at([0, 3]).tolist()
+    (5, [5, 20], [5, 20])
+    >>> ids.positions(np.array([7, 8, 21], np.uint64)).tolist()
+    [2, -1, 4]
+    >>> ids.searchsorted(np.array([4, 7, 8, 30], np.uint64), side="right").tolist()
+    [0, 3, 3, 5]
+    """
+
+    run_start: np.ndarray
+    run_pos: np.ndarray
+
+    @classmethod
+    def of(cls, sorted_ids: np.ndarray) -> SortedIds:
+        sorted_ids = np.asarray(sorted_ids, dtype=np.uint64)
+        n = len(sorted_ids)
+        if n == 0:
+            return cls(np.zeros(0, np.uint64), np.zeros(1, np.int64))
+        breaks = np.flatnonzero(np.diff(sorted_ids) != 1) + 1
+        starts = np.concatenate([[0], breaks]).astype(np.int64)
+        return cls(sorted_ids[starts], np.concatenate([starts, [n]]).astype(np.int64))
+
+    @classmethod
+    def load(cls, directory: Path) -> SortedIds:
+        """The runs saved in ``directory`` (read into memory: they are small)."""
+        return cls(np.load(Path(directory) / "run_start.npy"),
+                   np.load(Path(directory) / "run_pos.npy"))
+
+    def save(self, directory: Path) -> None:
+        np.save(Path(directory) / "run_start.npy", self.run_start)
+        np.save(Path(directory) / "run_pos.npy", self.run_pos)
+
+    def __len__(self) -> int:
+        return int(self.run_pos[-1])
+
+    def at(self, positions: object) -> np.ndarray:
+        """The ids at ``positions`` (all valid)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        run = np.searchsorted(self.run_pos, positions, side="right") - 1
+        return self.run_start[run] + (positions - self.run_pos[run]).astype(np.uint64)
+
+    def positions(self, ids: object) -> np.ndarray:
+        """Positions of ``ids``; -1 where absent."""
+        ids = np.asarray(ids, dtype=np.uint64)
+        if len(self.run_start) == 0 or len(ids) == 0:
+            return np.full(len(ids), -1, dtype=np.int64)
+        run, offset, inside = self._runs_of(ids)
+        return np.where(inside, self.run_pos[run] + offset, -1)
+
+    def searchsorted(self, values: object, side: str = "left") -> np.ndarray:
+        """``np.searchsorted`` over the ids."""
+        values = np.asarray(values, dtype=np.uint64)
+        if len(self.run_start) == 0:
+            return np.zeros(len(values), dtype=np.int64)
+        run, offset, inside = self._runs_of(values)
+        before_all = values < self.run_start[0]
+        after_run = np.where(before_all, 0, self.run_pos[run + 1])
+        return np.where(inside, self.run_pos[run] + offset + (side == "right"), after_run)
+
+    def _runs_of(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each value: the last run starting at or before it (0 if none), the offset into
+        that run, and whether the value is in it."""
+        run = np.maximum(np.searchsorted(self.run_start, values, side="right") - 1, 0)
+        offset = (values - self.run_start[run]).astype(np.int64)
+        length = self.run_pos[run + 1] - self.run_pos[run]
+        inside = (values >= self.run_start[run]) & (offset >= 0) & (offset < length)
+        return run, offset, inside
 
 
 class RunBuilder:
-    """:func:`make_runs` over ids appended in batches (ascending across batches)."""
+    """:class:`SortedIds` of ids appended in batches (ascending across batches)."""
 
     def __init__(self) -> None:
         self._starts: list[np.ndarray] = []
@@ -113,8 +182,8 @@ class RunBuilder:
     def add(self, sorted_ids: np.ndarray) -> None:
         if len(sorted_ids) == 0:
             return
-        starts, pos = make_runs(sorted_ids)
-        pos = pos[:-1]
+        runs = SortedIds.of(sorted_ids)
+        starts, pos = runs.run_start, runs.run_pos[:-1]
         if self._last is not None and int(sorted_ids[0]) == self._last + 1:
             starts, pos = starts[1:], pos[1:]  # the previous batch's last run goes on
         self._starts.append(starts)
@@ -122,29 +191,9 @@ class RunBuilder:
         self._n += len(sorted_ids)
         self._last = int(sorted_ids[-1])
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+    def ids(self) -> SortedIds:
         starts = np.concatenate([np.zeros(0, np.uint64), *self._starts])
-        return starts, np.concatenate([*self._pos, [self._n]]).astype(np.int64)
-
-
-def ids_at_runs(run_start: np.ndarray, run_pos: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """The ids at ``positions`` (all valid) of the sorted array described by its runs."""
-    positions = np.asarray(positions, dtype=np.int64)
-    run = np.searchsorted(run_pos, positions, side="right") - 1
-    return run_start[run] + (positions - run_pos[run]).astype(np.uint64)
-
-
-def lookup_runs(run_start: np.ndarray, run_pos: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Positions of ``ids`` in the sorted array described by its runs; -1 where absent."""
-    ids = np.asarray(ids, dtype=np.uint64)
-    if len(run_start) == 0 or len(ids) == 0:
-        return np.full(len(ids), -1, dtype=np.int64)
-    run = np.searchsorted(run_start, ids, side="right") - 1
-    run_c = np.maximum(run, 0)
-    offset = (ids - run_start[run_c]).astype(np.int64)
-    length = run_pos[run_c + 1] - run_pos[run_c]
-    ok = (run >= 0) & (offset >= 0) & (offset < length)
-    return np.where(ok, run_pos[run_c] + offset, -1)
+        return SortedIds(starts, np.concatenate([*self._pos, [self._n]]).astype(np.int64))
 
 
 class BaseGraph:
@@ -154,10 +203,8 @@ class BaseGraph:
         self.directory = Path(directory)
         self.meta = BaseMeta.from_json(json.loads((self.directory / "meta.json").read_text()))
         arrays = {name: np.load(self.directory / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
-        self.ids: np.ndarray = arrays["ids"]
-        # The run table is small and on every lookup's path: keep it in RAM.
-        self.run_start = np.array(arrays["run_start"])
-        self.run_pos = np.array(arrays["run_pos"])
+        # The runs are small and on every lookup's path: kept in RAM.
+        self.node_ids = SortedIds.load(self.directory)
         self.parent: np.ndarray = arrays["parent"]
         self.child_ptr: np.ndarray = arrays["child_ptr"]
         self.children_ids: np.ndarray = arrays["children"]
@@ -174,7 +221,7 @@ class BaseGraph:
         """Let the kernel take back the pages read so far (they stay in the page cache):
         a scan over the whole graph would otherwise keep every page it touched counted in
         this process's resident memory."""
-        for array in (self.ids, self.parent, self.child_ptr, self.children_ids, self.edge_a,
+        for array in (self.parent, self.child_ptr, self.children_ids, self.edge_a,
                       self.edge_b, self.edge_aff, self.edge_ptr_a, self.edge_order_b,
                       self.edge_ptr_b):
             region = getattr(array, "_mmap", None)
@@ -183,8 +230,8 @@ class BaseGraph:
 
     # -- positions ---------------------------------------------------------------------------
     def positions(self, ids: np.ndarray) -> np.ndarray:
-        """Position of each id in ``ids.npy``, -1 where the id is not a base node."""
-        return lookup_runs(self.run_start, self.run_pos, ids)
+        """Position of each id, -1 where the id is not a base node."""
+        return self.node_ids.positions(ids)
 
     def parents(self, pos: np.ndarray) -> np.ndarray:
         """Base parent of the nodes at ``pos`` (all valid), 0 for roots."""
@@ -231,10 +278,10 @@ class BaseGraph:
     def max_segments(self, chunk_ids: np.ndarray, layer: int) -> np.ndarray:
         """Largest base segment id in each chunk of ``layer`` (0 when the chunk is empty)."""
         chunk_ids = np.asarray(chunk_ids, dtype=np.uint64)
-        if len(self.ids) == 0:
+        if len(self.node_ids) == 0:
             return np.zeros(len(chunk_ids), dtype=np.int64)
         upper = chunk_ids | np.uint64(self.layout.max_segment(layer))
-        pos = np.searchsorted(self.ids, upper, side="right") - 1
-        last = np.asarray(self.ids[np.maximum(pos, 0)], dtype=np.uint64)
+        pos = self.node_ids.searchsorted(upper, side="right") - 1
+        last = self.node_ids.at(np.maximum(pos, 0))
         inside = (pos >= 0) & (self.layout.chunk_id(last) == chunk_ids)
         return np.where(inside, self.layout.segment(last).astype(np.int64), 0)

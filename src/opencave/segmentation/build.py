@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import Conflict, InvalidRequest, describe_choices
 from ..progress import Steps, steps
 from .arrays import unique
-from .base import ARRAYS, BaseMeta, ids_at_runs, lookup_runs
+from .base import ARRAYS, BaseMeta, SortedIds
 from .buckets import Buckets
 from .ids import ChunkGeometry, IdLayout, as_ids
 from .npyfile import NpyFile
@@ -169,17 +169,16 @@ class _Builder:
         self.work = directory / ".build"
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir()
-        self.out = Outputs(directory)
-        self.edges = {
-            name: NpyFile(directory / f"{name}.npy", dtype)
-            for name, dtype in (("edge_a", np.uint64), ("edge_b", np.uint64),
-                                ("edge_aff", np.float32), ("edge_ptr_a", np.int64),
-                                ("edge_order_b", np.int64), ("edge_ptr_b", np.int64))
-        }
+        self.out = Outputs(directory, self.work)
+        self.edges = {name: NpyFile(directory / f"{name}.npy", np.uint64)
+                      for name in ("edge_a", "edge_b")}
+        self.edges["edge_aff"] = NpyFile(directory / "edge_aff.npy", np.float32)
+        for name in ("edge_ptr_a", "edge_order_b", "edge_ptr_b"):
+            self.edges[name] = NpyFile(directory / f"{name}.npy", np.uint32, wider=np.int64)
         self.n_sv = 0
         self.n_edges = 0
         self.n_roots = 0
-        self.sv_runs = (np.zeros(0, np.uint64), np.zeros(1, np.int64))
+        self.sv_ids = SortedIds.of(np.zeros(0, np.uint64))
 
     def run(self, supervoxels: Iterable[object], edges: Iterable[EdgeBatch]) -> None:
         starts = self._supervoxels(supervoxels)
@@ -224,7 +223,7 @@ class _Builder:
             last = int(ids[-1])
             self.bar.advance(task, len(ids))
         self.bar.done(task)
-        self.sv_runs = self.out.runs.arrays()
+        self.sv_ids = self.out.runs.ids()
         return np.concatenate(starts) if starts else np.zeros(0, np.int64)
 
     # -- 2. edges to buckets -----------------------------------------------------------------
@@ -256,9 +255,8 @@ class _Builder:
             raise InvalidRequest(f"{len(aff)} affinities for {len(a_ids)} edges")
         if np.any(~np.isfinite(aff) & ~np.isposinf(aff)) or np.any(aff < 0):
             raise InvalidRequest("affinities must be non-negative numbers")
-        run_start, run_pos = self.sv_runs
-        a = lookup_runs(run_start, run_pos, a_ids)
-        b = lookup_runs(run_start, run_pos, b_ids)
+        a = self.sv_ids.positions(a_ids)
+        b = self.sv_ids.positions(b_ids)
         missing = (a < 0) | (b < 0)
         if np.any(missing):
             bad = unique(np.concatenate([a_ids[missing], b_ids[missing]]))[:5]
@@ -286,10 +284,9 @@ class _Builder:
                 # Duplicate edges keep their largest affinity.
                 key, aff = key[starts], np.maximum.reduceat(aff, starts)
         ea, eb = key // n, key % n
-        run_start, run_pos = self.sv_runs
         first = self.n_edges
-        self.edges["edge_a"].append(ids_at_runs(run_start, run_pos, ea))
-        self.edges["edge_b"].append(ids_at_runs(run_start, run_pos, eb))
+        self.edges["edge_a"].append(self.sv_ids.at(ea))
+        self.edges["edge_b"].append(self.sv_ids.at(eb))
         self.edges["edge_aff"].append(aff)
         counts = np.bincount(ea - lo, minlength=hi - lo)
         self.edges["edge_ptr_a"].append(first + np.cumsum(counts))
@@ -315,10 +312,7 @@ class _Builder:
 
     # -- 5. files ----------------------------------------------------------------------------
     def _finish(self) -> None:
-        run_start, run_pos = self.out.runs.arrays()
-        directory = self.out.directory
-        np.save(directory / "run_start.npy", run_start)
-        np.save(directory / "run_pos.npy", run_pos)
+        self.out.runs.ids().save(self.out.directory)
         self.out.close()
         for f in self.edges.values():
             f.close()

@@ -38,7 +38,7 @@ from ..progress import Steps
 from ..storage.live import LiveStore
 from ..timestamps import as_utc, from_micros, now, to_micros
 from . import changelog, lineage
-from .arrays import lookup_sorted, unique
+from .arrays import unique
 from .base import BaseGraph
 from .build import EdgeBatch, build_base, build_base_streamed
 from .edits import Minter, canonical_edges, plan_merge, plan_rebuild, plan_split
@@ -277,7 +277,7 @@ class SegmentationGraph:
         locator = self._locator
         if locator is None:
             return None
-        idx = lookup_sorted(locator.ids, svs)
+        idx = locator.ids.positions(svs)
         out = np.full((len(svs), 3), np.nan)
         out[idx >= 0] = locator.positions[idx[idx >= 0]]
         return out
@@ -302,7 +302,8 @@ class SegmentationGraph:
 
     def supervoxel_chunk_range(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """The smallest and largest layer-1 chunk coordinates holding supervoxels."""
-        starts = self.base.run_start[self.layout.layer(self.base.run_start) == 1]
+        starts = self.base.node_ids.run_start
+        starts = starts[self.layout.layer(starts) == 1]
         if len(starts) == 0:
             return (0, 0, 0), (0, 0, 0)
         coords = np.stack(self.layout.chunk_coordinates(starts), axis=1)

@@ -6,10 +6,11 @@ the point's layer-1 chunk, the one whose anchor is nearest (a Voronoi labelling 
 chunk). Points farther than ``max_distance_nm`` from any anchor of their chunk are outside
 the segmentation: supervoxel 0, as the original reports for unsegmented voxels.
 
-Anchors live in ``anchors/`` next to the graph's base arrays: ``ids.npy`` (supervoxel ids,
-sorted, so a chunk's supervoxels form one contiguous run, ids being chunk-prefixed) and
-``positions.npy`` ((n, 3) int32, the graph's base voxels), memory-mapped on open so that
-10⁹ anchors cost no memory. ``anchors.npz`` (the same arrays in one file) is still read.
+Anchors live in ``anchors/`` next to the graph's base arrays: the supervoxel ids, sorted,
+as runs (``run_start.npy``, ``run_pos.npy``: :class:`~.base.SortedIds`, a few bytes per
+chunk, as a chunk's supervoxels are consecutive ids) and ``positions.npy`` ((n, 3) int32, the
+graph's base voxels), memory-mapped on open so that 10⁹ anchors cost no memory. Earlier
+layouts (the ids themselves in ``ids.npy``; ``anchors.npz``) are still read.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .base import RunBuilder, SortedIds
 from .ids import ChunkGeometry, IdLayout
 from .npyfile import NpyFile
 
@@ -29,10 +31,9 @@ _BATCH = 50_000
 
 
 class SupervoxelLocator:
-    def __init__(self, ids: np.ndarray, positions: np.ndarray, layout: IdLayout,
+    def __init__(self, ids: SortedIds, positions: np.ndarray, layout: IdLayout,
                  geometry: ChunkGeometry, max_distance_nm: float = 2_000.0) -> None:
-        """``ids`` sorted ascending and ``positions`` (n, 3) in base voxels (arrays or
-        memory maps)."""
+        """``positions`` (n, 3) in base voxels (an array or a memory map), in ``ids`` order."""
         self.ids = ids
         self.positions = positions
         self.layout = layout
@@ -54,35 +55,37 @@ class SupervoxelLocator:
         tmp = directory / f"{ANCHORS}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        ids_file = NpyFile(tmp / "ids.npy", np.uint64)
+        runs = RunBuilder()
         pos_file = NpyFile(tmp / "positions.npy", np.int32, row=(3,))
         try:
-            _append_anchors(ids_file, pos_file, batches)
+            _append_anchors(runs, pos_file, batches)
         except BaseException:
-            ids_file.discard()
             pos_file.discard()
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        ids_file.close()
         pos_file.close()
+        runs.ids().save(tmp)
         shutil.rmtree(directory / ANCHORS, ignore_errors=True)
         tmp.rename(directory / ANCHORS)
         (directory / _LEGACY).unlink(missing_ok=True)
-        return ids_file.length
+        return pos_file.length
 
     @classmethod
     def open(cls, directory: Path, layout: IdLayout, geometry: ChunkGeometry
              ) -> SupervoxelLocator | None:
         folder = Path(directory) / ANCHORS
         if folder.exists():
-            return cls(np.load(folder / "ids.npy", mmap_mode="r"),
-                       np.load(folder / "positions.npy", mmap_mode="r"), layout, geometry)
+            positions = np.load(folder / "positions.npy", mmap_mode="r")
+            if (folder / "run_start.npy").exists():
+                return cls(SortedIds.load(folder), positions, layout, geometry)
+            return cls(_runs_of_file(folder / "ids.npy"), positions, layout, geometry)
         legacy = Path(directory) / _LEGACY
         if not legacy.exists():
             return None
         with np.load(legacy) as data:
             order = np.argsort(data["ids"], kind="stable")
-            return cls(data["ids"][order], data["positions"][order], layout, geometry)
+            return cls(SortedIds.of(data["ids"][order]), data["positions"][order], layout,
+                       geometry)
 
     def locate(self, points: np.ndarray, resolution: tuple[float, float, float]) -> np.ndarray:
         """Supervoxel ids (uint64, 0 outside) of points given in voxels at ``resolution``."""
@@ -94,8 +97,8 @@ class SupervoxelLocator:
         chunk_ids[inside] = self.layout.encode(1, chunks[inside, 0], chunks[inside, 1],
                                                chunks[inside, 2], 0)
         span = np.uint64(1) << np.uint64(self.layout.segment_bits(1))
-        lo = np.searchsorted(self.ids, chunk_ids)
-        hi = np.where(inside, np.searchsorted(self.ids, chunk_ids + span), lo)
+        lo = self.ids.searchsorted(chunk_ids)
+        hi = np.where(inside, self.ids.searchsorted(chunk_ids + span), lo)
         out = np.zeros(len(points), dtype=np.uint64)
         for start in range(0, len(points), _BATCH):
             part = slice(start, start + _BATCH)
@@ -117,7 +120,7 @@ class SupervoxelLocator:
         has = counts > 0
         best = order[first[has]]
         close = distance[best] <= self.max_distance_nm
-        out[np.flatnonzero(has)[close]] = self.ids[candidate[best[close]]]
+        out[np.flatnonzero(has)[close]] = self.ids.at(candidate[best[close]])
         return out
 
     def _in_grid(self, chunks: np.ndarray) -> np.ndarray:
@@ -125,13 +128,22 @@ class SupervoxelLocator:
         return ((chunks >= 0) & (chunks < limit)).all(axis=1)
 
 
-def _append_anchors(ids_file: NpyFile, pos_file: NpyFile,
+def _runs_of_file(path: Path) -> SortedIds:
+    """The runs of a sorted ids file of the earlier layout, read a block at a time."""
+    ids = np.load(path, mmap_mode="r")
+    runs = RunBuilder()
+    for start in range(0, len(ids), 1 << 22):
+        runs.add(np.array(ids[start:start + (1 << 22)]))
+    return runs.ids()
+
+
+def _append_anchors(runs: RunBuilder, pos_file: NpyFile,
                     batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
     last = -1
     for ids, positions in batches:
         ids = np.asarray(ids, dtype=np.uint64)
         if len(ids) and (int(ids[0]) <= last or np.any(ids[1:] <= ids[:-1])):
             raise ValueError("anchor batches must be sorted by id, without duplicates")
-        ids_file.append(ids)
+        runs.add(ids)
         pos_file.append(np.asarray(positions).reshape(-1, 3))
         last = int(ids[-1]) if len(ids) else last

@@ -63,14 +63,14 @@ def _pairs(n_units: int) -> np.dtype:
 
 
 class Outputs:
-    """The node arrays being written: ``ids`` (and their runs), ``parent``, ``child_ptr``
-    and ``children``."""
+    """The node arrays being written: ``parent``, ``child_ptr`` and ``children``, and the
+    ids' runs; the ids themselves, which the build reads back, in the work directory."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, work: Path) -> None:
         self.directory = Path(directory)
-        self.ids = NpyFile(self.directory / "ids.npy", np.uint64)
+        self.ids = NpyFile(Path(work) / "ids.npy", np.uint64)
         self.parent = NpyFile(self.directory / "parent.npy", np.uint64)
-        self.child_ptr = NpyFile(self.directory / "child_ptr.npy", np.int64)
+        self.child_ptr = NpyFile(self.directory / "child_ptr.npy", np.uint32, wider=np.int64)
         self.children = NpyFile(self.directory / "children.npy", np.uint64)
         self.child_ptr.append([0])
         self.runs = RunBuilder()

@@ -34,8 +34,10 @@ SERVING_SUFFIX = ".duckdb"
 #: Files smaller than this get no serving copy: reading them from Parquet costs little, and a
 #: DuckDB file has a fixed size of ~1 MiB that would dominate small deltas and masks.
 SERVING_MIN_ROWS = 20_000
-#: DuckDB memory while writing serving copies: it sorts out of core beyond this.
-_WRITE_MEMORY = "4GB"
+#: DuckDB memory for sorting and writing a segment unless the caller gives its own limit
+#: (an instance gives its query memory, so that one setting bounds the process); DuckDB
+#: sorts out of core beyond it.
+WRITE_MEMORY = "4GB"
 
 ARROW_TYPES: dict[ColumnType, pa.DataType] = {
     ColumnType.INT64: pa.int64(),
@@ -95,16 +97,19 @@ def sorted_copy(key: str) -> str:
 
 
 def write_table_segment(path: Path, table: pa.Table, sort_key: str,
-                        keys: Sequence[str] = ()) -> int:
+                        keys: Sequence[str] = (), *, memory_limit: str | None = WRITE_MEMORY
+                        ) -> int:
     """Sort an in-memory table by ``(sort_key, id)`` and write it atomically, with its
     serving copy sorted by each of ``keys`` (``sort_key`` first; none when empty or under
-    :data:`SERVING_MIN_ROWS` rows)."""
-    table = _sorted(table, sort_key)
+    :data:`SERVING_MIN_ROWS` rows). ``memory_limit``: DuckDB's, for the sort and the copy
+    (one after the other); None leaves DuckDB's default."""
+    table = _sorted(table, sort_key, memory_limit)
     serve = bool(keys) and table.num_rows >= SERVING_MIN_ROWS
     # The serving copy is written from the rows in memory while the Parquet file is
     # encoded: both release the GIL, and neither re-reads what the other wrote.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        copy = pool.submit(write_serving_copy, path, keys, table) if serve else None
+        copy = (pool.submit(write_serving_copy, path, keys, table, memory_limit=memory_limit)
+                if serve else None)
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE,
                            compression=_COMPRESSION, use_dictionary=_dictionary_columns(table))
@@ -113,11 +118,12 @@ def write_table_segment(path: Path, table: pa.Table, sort_key: str,
     return table.num_rows
 
 
-def _sorted(table: pa.Table, key: str) -> pa.Table:
+def _sorted(table: pa.Table, key: str, memory_limit: str | None) -> pa.Table:
     """``table`` sorted by ``(key, id)``: DuckDB sorts on every core, ~3x faster than
     Arrow's ``sort_by`` on a few million rows."""
     con = duckdb.connect(":memory:")
     try:
+        limit_memory(con, memory_limit)
         con.register("rows", table)
         ordered = con.sql(f"SELECT * FROM rows ORDER BY {_quote(key)}, id").to_arrow_table()
     finally:
@@ -151,18 +157,20 @@ def copy_sorted_segment(con: duckdb.DuckDBPyConnection, path: Path, select: str,
 
 
 def write_serving_copy(path: Path, keys: Sequence[str], rows: pa.Table | None = None, *,
-                       con: duckdb.DuckDBPyConnection | None = None) -> Path:
+                       con: duckdb.DuckDBPyConnection | None = None,
+                       memory_limit: str | None = WRITE_MEMORY) -> Path:
     """Write the serving copy of the Parquet file at ``path`` (sorted by its first key
     already), atomically: one native table per key, sorted by (key, id). ``rows``: the
     file's rows when they are still in memory (same order), read instead of the file.
-    ``con``: write through this connection (and its memory limit) instead of a new one."""
+    ``con``: write through this connection (and its memory limit) instead of a new one
+    limited to ``memory_limit``."""
     target = serving_path(path)
     source = f"read_parquet('{_sql_string(path)}')" if rows is None else "rows"
     with atomic_path(target) as tmp:
         if con is None:
             own = duckdb.connect(str(tmp))
             try:
-                own.execute(f"SET memory_limit = '{_WRITE_MEMORY}'")
+                limit_memory(own, memory_limit)
                 _create_copies(own, "", source, keys, rows)
             finally:
                 own.close()
@@ -193,6 +201,12 @@ def _create_copies(con: duckdb.DuckDBPyConnection, prefix: str, source: str,
         if rows is not None:
             con.unregister("rows")
         con.execute(f"SET preserve_insertion_order = {bool(preserved[0][0])}")
+
+
+def limit_memory(con: duckdb.DuckDBPyConnection, memory_limit: str | None) -> None:
+    """Cap ``con``'s DuckDB memory (None: DuckDB's default, 80% of RAM)."""
+    if memory_limit:
+        con.execute("SET memory_limit = ?", [memory_limit])
 
 
 def max_id(path: Path) -> int:

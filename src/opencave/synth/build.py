@@ -201,7 +201,7 @@ def _sv_roots(con: duckdb.DuckDBPyConnection, graph: SegmentationGraph, out: Pat
     n = graph.base.n_sv
     task = bar.task("supervoxel roots", n)
     for part, lo in enumerate(range(0, n, batch)):
-        svs = np.asarray(graph.base.ids[lo:lo + batch], dtype=np.uint64)
+        svs = graph.base.node_ids.at(np.arange(lo, min(n, lo + batch)))
         roots = _roots(graph, svs, world.GRAPH_CREATED)
         pq.write_table(pa.table({"sv": svs.astype(np.int64), "root": roots.astype(np.int64)}),
                        out / f"part-{part:06d}.parquet")
@@ -234,7 +234,8 @@ def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: Segment
             "bulk", ".parquet")
         if spec in in_memory:
             rows = write_table_segment(path, in_memory[spec], table.cluster_key,
-                                       table.serving_keys)
+                                       table.serving_keys,
+                                       memory_limit=cave.settings.query_memory_limit)
         else:
             if spec is tables.SYNAPSES:
                 for statement in tables.SYNAPSE_ENDPOINTS:
