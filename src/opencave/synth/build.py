@@ -100,7 +100,7 @@ def _build(cave: OpenCave, con: duckdb.DuckDBPyConnection, work: Path, total: in
     plan = edit_plan.plan(con, cells, soma_sv, np.random.default_rng([seed, 2]))
     bar.done(task)
     graph = _segmentation(cave, con, plan, bar)
-    _write_anchors(con, graph, bar)
+    _write_anchors(con, graph, work / "anchors", bar)
     if total <= TRUTH_MAX_SYNAPSES:
         _write_truth(cave.data.root / "truth", con, plan)
     con.execute("DROP TABLE endpoints")  # the pieces and anchors were its last readers
@@ -145,13 +145,13 @@ def _segmentation(cave: OpenCave, con: duckdb.DuckDBPyConnection, plan: edit_pla
     )
 
 
-def _write_anchors(con: duckdb.DuckDBPyConnection, graph: SegmentationGraph,
+def _write_anchors(con: duckdb.DuckDBPyConnection, graph: SegmentationGraph, work: Path,
                    bar: Steps) -> None:
     task = bar.task("anchors", graph.base.n_sv)
     scale = np.asarray(world.VOXEL_RESOLUTION) / np.asarray(world.GRAPH_RESOLUTION)
 
     def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for ids, positions in supervoxels.anchor_batches(con):
+        for ids, positions in supervoxels.anchor_batches(con, work):
             yield ids, np.round(positions * scale)
             bar.advance(task, len(ids))
 
