@@ -84,8 +84,9 @@ FROM pieces p JOIN (
 _ENDPOINT = np.dtype([("sv", np.int64), ("x", np.int64), ("y", np.int64), ("z", np.int64)])
 _PIECE = np.dtype([("first_sv", np.int64), ("n_sv", np.int64), ("x", np.float64),
                    ("y", np.float64), ("z", np.float64)])
-#: Supervoxels per anchor range.
-ANCHOR_RANGE = 1 << 24
+#: Supervoxels per anchor range: bounds the NumPy memory of one range (a few hundred MB); the
+#: number of ranges costs nothing since each reads only its own files.
+ANCHOR_RANGE = 1 << 22
 #: Where the anchor ranges start: at a piece (a piece is a run of ids), the first piece of
 #: each ~{size} supervoxels counted in id order. Found by DuckDB: pieces number 10^7–10^8.
 _ANCHOR_RANGES = """
