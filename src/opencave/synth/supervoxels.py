@@ -214,17 +214,22 @@ def _deal(con: duckdb.DuckDBPyConnection, sql: str, key: str, dtype: np.dtype,
 
 def _range_anchors(pieces: np.ndarray, endpoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Anchors of one range: every supervoxel of its pieces, at the mean of its endpoints
-    (the sums are of integers, exact in any order), else at its piece's center."""
-    pieces = pieces[np.argsort(pieces["first_sv"], kind="stable")]
+    (sums of integer coordinates, exact in float64 in any order), else at its piece's
+    center."""
+    pieces = pieces[np.argsort(np.ascontiguousarray(pieces["first_sv"]))]
     svs, owner = ranges(pieces["first_sv"], pieces["first_sv"] + pieces["n_sv"])
     positions = np.stack([pieces[axis] for axis in "xyz"], axis=1)[owner]
     if len(endpoints):
-        endpoints = endpoints[np.argsort(endpoints["sv"], kind="stable")]
-        sv = endpoints["sv"]
+        # Sorted by supervoxel (one column sorted, the others gathered: sorting the records
+        # or searching unsorted ids was several times slower).
+        order = np.argsort(np.ascontiguousarray(endpoints["sv"]))
+        sv = endpoints["sv"][order]
         first = np.flatnonzero(np.concatenate([[True], sv[1:] != sv[:-1]]))
         counts = np.diff(np.concatenate([first, [len(sv)]]))
-        means = [np.add.reduceat(endpoints[axis], first) / counts for axis in "xyz"]
-        positions[np.searchsorted(svs, sv[first])] = np.stack(means, axis=1)
+        at = np.searchsorted(svs, sv[first])
+        for k, axis in enumerate("xyz"):
+            column = np.ascontiguousarray(endpoints[axis])[order]
+            positions[at, k] = np.add.reduceat(column, first) / counts
     return svs.astype(np.uint64), positions
 
 
