@@ -56,7 +56,7 @@ from .versions import Version, Versions
 T = TypeVar("T")
 FANOUT = 4
 SMALL_TABLE_ROWS = 200_000  # the default of Settings.compact_whole_rows
-#: DuckDB memory while merging: it sorts out of core beyond this.
+
 
 def visible_rows(part: SnapshotPart) -> int:
     return part.segment.num_rows - part.masked_count

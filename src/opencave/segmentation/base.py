@@ -38,9 +38,8 @@ from .arrays import ranges, unique
 from .ids import ChunkGeometry, IdLayout
 
 FORMAT = "opencave-segmentation-base/2"
-ARRAYS = (
-    "run_start",
-    "run_pos",
+#: The arrays memory-mapped on open (the runs are read into memory instead).
+MAPPED = (
     "parent",
     "child_ptr",
     "children",
@@ -51,6 +50,8 @@ ARRAYS = (
     "edge_order_b",
     "edge_ptr_b",
 )
+#: Every array file of the format.
+ARRAYS = ("run_start", "run_pos", *MAPPED)
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,8 @@ class BaseGraph:
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self.meta = BaseMeta.from_json(json.loads((self.directory / "meta.json").read_text()))
-        arrays = {name: np.load(self.directory / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
+        arrays = {name: np.load(self.directory / f"{name}.npy", mmap_mode="r") for name in MAPPED}
+        self._mapped = tuple(arrays.values())
         # The runs are small and on every lookup's path: kept in RAM.
         self.node_ids = SortedIds.load(self.directory)
         self.parent: np.ndarray = arrays["parent"]
@@ -221,9 +223,7 @@ class BaseGraph:
         """Let the kernel take back the pages read so far (they stay in the page cache):
         a scan over the whole graph would otherwise keep every page it touched counted in
         this process's resident memory."""
-        for array in (self.parent, self.child_ptr, self.children_ids, self.edge_a,
-                      self.edge_b, self.edge_aff, self.edge_ptr_a, self.edge_order_b,
-                      self.edge_ptr_b):
+        for array in self._mapped:
             region = getattr(array, "_mmap", None)
             if region is not None:
                 region.madvise(mmap.MADV_DONTNEED)

@@ -66,9 +66,8 @@ SELECT a, b FROM within
 UNION ALL SELECT a, b FROM between_pieces WHERE b IS NOT NULL
 """
 
-#: A position inside each supervoxel (the mean of its endpoints, else of its piece's), by
-#: supervoxel id. Pieces are (cell, chunk), so both means are plain GROUP BYs.
-#: Each piece's supervoxel range with the mean position of its endpoints.
+#: Each piece's supervoxel range with the mean position of its endpoints (a piece is a
+#: (cell, chunk), so a plain GROUP BY): the anchor of its supervoxels without endpoints.
 _PIECE_CENTERS = """
 CREATE OR REPLACE TABLE piece_centers AS
 SELECT p.first_sv, p.n_sv, m.x, m.y, m.z
