@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,30 +46,59 @@ def test_runs_built_in_batches_equal_runs_built_at_once(ids: np.ndarray, cuts: l
     assert np.array_equal(whole.run_pos, batched.run_pos)
 
 
-def test_a_built_graph_keeps_runs_not_ids_and_narrow_index_arrays(tmp_path: Path) -> None:
+def test_a_built_graph_keeps_runs_and_positions_in_narrow_arrays(tmp_path: Path) -> None:
     svs = supervoxels([(0, 0, 0), (1, 0, 0), (3, 3, 3)], [40, 40, 3])
     edges = [[svs[i], svs[i + 1]] for i in range(len(svs) - 1)]
     graph = build(tmp_path, svs, edges)
     folder = graph.base.directory
     assert not (folder / "ids.npy").exists()
-    assert json.loads((folder / "meta.json").read_text())["format"].endswith("/2")
-    for name in ("child_ptr", "edge_ptr_a", "edge_ptr_b", "edge_order_b"):
+    assert json.loads((folder / "meta.json").read_text())["format"].endswith("/3")
+    for name in ("parent", "children", "edge_a", "edge_b", "child_ptr", "edge_ptr_a",
+                 "edge_ptr_b", "edge_order_b"):
         assert np.load(folder / f"{name}.npy").dtype == np.uint32, name
     # one run per chunk of supervoxels, then the higher layers' nodes
     assert len(graph.base.node_ids.run_start) < 20
     assert np.array_equal(graph.base.node_ids.at(np.arange(len(svs))), svs)
     assert len(np.unique(graph.get_roots(svs))) == 1
+    every = np.arange(len(graph.base.node_ids))
+    assert np.array_equal(graph.base.layers_at(every),
+                          graph.layout.layer(graph.base.node_ids.at(every)))
 
 
-def test_a_graph_stored_in_format_1_reads_the_same(tmp_path: Path) -> None:
+def _store_ids_instead_of_positions(folder: Path, version: int) -> None:
+    """Rewrite a graph directory as the earlier formats stored it: format 2 kept node ids
+    (not positions) in ``parent``, ``children`` and the edge ends; format 1 also the ids
+    themselves and ``int64`` index arrays."""
+    meta = json.loads((folder / "meta.json").read_text())
+    runs = SortedIds.load(folder)
+    parent = np.load(folder / "parent.npy").astype(np.int64)
+    parent_ids = np.zeros(len(parent), np.uint64)
+    parent_ids[parent > 0] = runs.at(parent[parent > 0] - 1)
+    np.save(folder / "parent.npy", parent_ids)
+    for name in ("children", "edge_a", "edge_b"):
+        np.save(folder / f"{name}.npy", runs.at(np.load(folder / f"{name}.npy")))
+    if version == 1:
+        np.save(folder / "ids.npy", runs.at(np.arange(len(runs))))
+        for name in ("child_ptr", "edge_ptr_a", "edge_ptr_b", "edge_order_b"):
+            np.save(folder / f"{name}.npy", np.load(folder / f"{name}.npy").astype(np.int64))
+    meta["format"] = f"opencave-segmentation-base/{version}"
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_graph_stored_in_an_earlier_format_reads_the_same(tmp_path: Path,
+                                                            version: int) -> None:
     svs = supervoxels([(0, 0, 0), (2, 0, 0)], [5, 5])
     graph = build(tmp_path, svs, [[svs[0], svs[1]], [svs[4], svs[5]], [svs[7], svs[8]]])
     roots = graph.get_roots(svs)
     leaves = graph.get_leaves(int(roots[0]))
-    folder = graph.base.directory
-    np.save(folder / "ids.npy", graph.base.node_ids.at(np.arange(graph.base.meta.n_nodes)))
-    for name in ("child_ptr", "edge_ptr_a", "edge_ptr_b", "edge_order_b"):
-        np.save(folder / f"{name}.npy", np.load(folder / f"{name}.npy").astype(np.int64))
-    reopened = type(graph).open(graph.live, folder, graph.table_id)
+    children = graph.get_children(int(roots[0]))
+    edges = graph.base.incident_edges(np.arange(len(svs)))
+    _store_ids_instead_of_positions(graph.base.directory, version)
+    reopened = type(graph).open(graph.live, graph.base.directory, graph.table_id)
+    assert reopened.base.meta.version == version
     assert np.array_equal(reopened.get_roots(svs), roots)
     assert np.array_equal(reopened.get_leaves(int(roots[0])), leaves)
+    assert np.array_equal(reopened.get_children(int(roots[0])), children)
+    for old, new in zip(reopened.base.incident_edges(np.arange(len(svs))), edges, strict=True):
+        assert np.array_equal(old, new)

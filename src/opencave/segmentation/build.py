@@ -4,7 +4,7 @@ Inputs arrive in batches (supervoxels sorted, edges in any order) and every outp
 written to disk as it is produced, so memory stays bounded by the batch size plus about five
 bytes per unit of the layer being grouped, however large the graph (10⁹ supervoxels fit):
 
-1. supervoxels are appended to ``ids.npy``; runs of consecutive ids index them;
+1. supervoxels are kept as runs of consecutive ids (their positions follow);
 2. edges become supervoxel positions, canonical (a < b), and go to bucket files by range
    of ``a`` (an external distribution sort, :mod:`.buckets`);
 3. per range of whole chunks, the bucket is sorted and deduplicated (the largest affinity
@@ -115,7 +115,7 @@ def build_base_streamed(
         base_timestamp=timestamp_us,
         root_segment_start=root_segment_start,
         n_supervoxels=builder.n_sv,
-        n_nodes=builder.out.ids.length - builder.n_sv,
+        n_nodes=builder.out.length - builder.n_sv,
         n_edges=builder.n_edges,
         n_roots=builder.n_roots,
     )
@@ -169,12 +169,11 @@ class _Builder:
         self.work = directory / ".build"
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir()
-        self.out = Outputs(directory, self.work)
-        self.edges = {name: NpyFile(directory / f"{name}.npy", np.uint64)
-                      for name in ("edge_a", "edge_b")}
+        self.out = Outputs(directory)
+        self.edges = {name: NpyFile(directory / f"{name}.npy", np.uint32, wider=np.int64)
+                      for name in ("edge_a", "edge_b", "edge_ptr_a", "edge_order_b",
+                                   "edge_ptr_b")}
         self.edges["edge_aff"] = NpyFile(directory / "edge_aff.npy", np.float32)
-        for name in ("edge_ptr_a", "edge_order_b", "edge_ptr_b"):
-            self.edges[name] = NpyFile(directory / f"{name}.npy", np.uint32, wider=np.int64)
         self.n_sv = 0
         self.n_edges = 0
         self.n_roots = 0
@@ -191,8 +190,8 @@ class _Builder:
         self.edges["edge_ptr_a"].append([0])
         for i, (lo, hi) in enumerate(pairwise(cuts.tolist())):
             ea, eb = self._edges_of(buckets, i, lo, hi, by_b)
-            svs = self.out.ids.read(lo, hi)
-            grouping.slab(layer2, lo, hi, np.arange(lo, hi, dtype=np.int64), svs, svs, ea, eb)
+            positions = np.arange(lo, hi, dtype=np.int64)
+            grouping.slab(layer2, lo, hi, positions, self.sv_ids.at(positions), ea, eb)
             self.bar.advance(task, hi - lo)
         buckets.remove()
         self._edges_by_b(by_b, cuts)
@@ -204,7 +203,8 @@ class _Builder:
 
     # -- 1. supervoxels ----------------------------------------------------------------------
     def _supervoxels(self, batches: Iterable[object]) -> np.ndarray:
-        """Append the supervoxels to ``ids.npy``; returns the positions where chunks start."""
+        """Take the supervoxels in as the first nodes; returns the positions where chunks
+        start."""
         task = self.bar.task("segmentation graph: supervoxels")
         starts: list[np.ndarray] = []
         last = -1
@@ -285,8 +285,8 @@ class _Builder:
                 key, aff = key[starts], np.maximum.reduceat(aff, starts)
         ea, eb = key // n, key % n
         first = self.n_edges
-        self.edges["edge_a"].append(self.sv_ids.at(ea))
-        self.edges["edge_b"].append(self.sv_ids.at(eb))
+        self.edges["edge_a"].append(ea)
+        self.edges["edge_b"].append(eb)
         self.edges["edge_aff"].append(aff)
         counts = np.bincount(ea - lo, minlength=hi - lo)
         self.edges["edge_ptr_a"].append(first + np.cumsum(counts))

@@ -63,30 +63,35 @@ def _pairs(n_units: int) -> np.dtype:
 
 
 class Outputs:
-    """The node arrays being written: ``parent``, ``child_ptr`` and ``children``, and the
-    ids' runs; the ids themselves, which the build reads back, in the work directory."""
+    """The node arrays being written: ``parent``, ``child_ptr`` and ``children`` (nodes named
+    by position, see :mod:`.base`), and the ids' runs."""
 
-    def __init__(self, directory: Path, work: Path) -> None:
+    def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
-        self.ids = NpyFile(Path(work) / "ids.npy", np.uint64)
-        self.parent = NpyFile(self.directory / "parent.npy", np.uint64)
+        self.parent = NpyFile(self.directory / "parent.npy", np.uint32, wider=np.int64)
         self.child_ptr = NpyFile(self.directory / "child_ptr.npy", np.uint32, wider=np.int64)
-        self.children = NpyFile(self.directory / "children.npy", np.uint64)
+        self.children = NpyFile(self.directory / "children.npy", np.uint32, wider=np.int64)
         self.child_ptr.append([0])
         self.runs = RunBuilder()
+        #: nodes so far: the next node's position
+        self.length = 0
 
     def append_nodes(self, ids: np.ndarray) -> None:
-        """New nodes, in id order after every node so far (parents 0 until set)."""
-        self.ids.append(ids)
+        """New nodes, in id order after every node so far (roots until a parent is set)."""
         self.runs.add(ids)
         self.parent.extend(len(ids))
+        self.length += len(ids)
+
+    def set_parents(self, children: np.ndarray, parents: np.ndarray) -> None:
+        """The nodes at positions ``children`` have the nodes at ``parents``."""
+        self.parent.scatter(children, np.asarray(parents, dtype=np.int64) + 1)
 
     def append_children(self, counts: np.ndarray, children: np.ndarray) -> None:
         self.child_ptr.append(self.children.length + np.cumsum(counts))
         self.children.append(children)
 
     def files(self) -> tuple[NpyFile, ...]:
-        return self.ids, self.parent, self.child_ptr, self.children
+        return self.parent, self.child_ptr, self.children
 
     def close(self) -> None:
         for f in self.files():
@@ -100,7 +105,7 @@ class Outputs:
 @dataclass
 class Units:
     """What one layer groups: units in order of their smallest supervoxel (the key, i.e.
-    position in ``ids.npy``, of the node standing for each, and that supervoxel), the slab
+    position, of the node standing for each, and that supervoxel), the slab
     boundaries, and the edges between units bucketed by slab of their smaller end."""
 
     layer: int
@@ -182,14 +187,14 @@ class Grouping:
             keys, svs = units.keys.read(lo, hi), units.svs.read(lo, hi)
             edges = units.edges.read(i)
             units.edges.drop(i)
-            self.slab(p, lo, hi, keys, svs, self.out.ids.take(keys),
-                      edges["a"].astype(np.int64), edges["b"].astype(np.int64))
+            self.slab(p, lo, hi, keys, svs, edges["a"].astype(np.int64),
+                      edges["b"].astype(np.int64))
             self.bar.advance(task, hi - lo)
         units.discard()
         return self.finish(p)
 
     def slab(self, p: _Pass, lo: int, hi: int, keys: np.ndarray, svs: np.ndarray,
-             reps: np.ndarray, ea: np.ndarray, eb: np.ndarray) -> None:
+             ea: np.ndarray, eb: np.ndarray) -> None:
         """Group units ``[lo, hi)`` (whole chunks of the layer) given the edges whose
         smaller end lies among them (``ea <= eb``, unit indices)."""
         a = ea - lo
@@ -210,7 +215,7 @@ class Grouping:
         counts = np.bincount(labels, minlength=k)
         materialize = counts >= 2 if p.layer > 2 else np.ones(k, dtype=bool)
         comp_keys = keys[first].astype(np.int64)
-        comp_keys[materialize] = self._nodes(p.layer, labels, counts, materialize, keys, reps,
+        comp_keys[materialize] = self._nodes(p.layer, labels, counts, materialize, keys,
                                              chunk[first])
         comp_svs = svs[first]
         goes = np.full(k, -1, dtype=np.int64)
@@ -224,7 +229,7 @@ class Grouping:
         p.pending.append(_records(p.pending.dtype, goes[out_a], out_b))
 
     def _nodes(self, layer: int, labels: np.ndarray, counts: np.ndarray,
-               materialize: np.ndarray, keys: np.ndarray, reps: np.ndarray,
+               materialize: np.ndarray, keys: np.ndarray,
                comp_chunks: np.ndarray) -> np.ndarray:
         """Write the materialized components as nodes; returns their keys."""
         comps = np.flatnonzero(materialize)
@@ -235,13 +240,13 @@ class Grouping:
         if len(ids) and int(self.layout.segment(ids).max()) > self.layout.max_segment(layer):
             raise InvalidRequest(f"a layer-{layer} chunk holds more nodes than its ids allow")
         node_keys = np.empty(len(comps), dtype=np.int64)
-        node_keys[order] = self.out.ids.length + np.arange(len(comps))
+        node_keys[order] = self.out.length + np.arange(len(comps))
         sizes = counts[comps]
-        self.out.parent.scatter(keys[members], np.repeat(ids, sizes))
+        self.out.set_parents(keys[members], np.repeat(node_keys, sizes))
         ptr = ptr_from_counts(sizes)
         idx, _ = ranges(ptr[:-1][order], ptr[1:][order])
         self.out.append_nodes(ids[order])
-        self.out.append_children(sizes[order], reps[members][idx])
+        self.out.append_children(sizes[order], keys[members][idx])
         return node_keys
 
     def finish(self, p: _Pass) -> Units:
@@ -327,14 +332,14 @@ class Grouping:
         """Roots for components given in any order (smallest supervoxel, member keys)."""
         order = np.argsort(svs, kind="stable")
         root_chunk = np.uint64(self.layout.root_chunk())
-        ids = np.empty(len(svs), dtype=np.uint64)
-        ids[order] = root_chunk | (np.uint64(first_segment)
-                                   + np.arange(len(svs), dtype=np.uint64))
-        self.out.parent.scatter(members, np.repeat(ids, counts))
+        ranks = np.empty(len(svs), dtype=np.int64)
+        ranks[order] = np.arange(len(svs))
+        self.out.set_parents(members, np.repeat(self.out.length + ranks, counts))
         ptr = ptr_from_counts(counts)
         idx, _ = ranges(ptr[:-1][order], ptr[1:][order])
-        self.out.append_nodes(ids[order])
-        self.out.append_children(counts[order], self.out.ids.take(members[idx]))
+        self.out.append_nodes(root_chunk | (np.uint64(first_segment)
+                                            + np.arange(len(svs), dtype=np.uint64)))
+        self.out.append_children(counts[order], members[idx])
         return len(svs)
 
 

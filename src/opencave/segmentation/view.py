@@ -71,14 +71,29 @@ class GraphView:
     def parents_at(self, ids: np.ndarray, ts: int, pos: np.ndarray | None = None) -> np.ndarray:
         """Parent of each (existing) node at ``ts``; 0 for roots and unknown ids."""
         ids = np.asarray(ids, dtype=U64)
+        pos = self.base.positions(ids) if pos is None else pos
+        parent_pos, parents = self._parents_at(ids, pos, ts)
+        in_base = parent_pos >= 0
+        parents[in_base] = self.base.node_ids.at(parent_pos[in_base])
+        return parents
+
+    def _parents_at(
+        self, ids: np.ndarray, pos: np.ndarray, ts: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The parent of each node (id and base position) at ``ts``, as (base position or -1,
+        id where it is not a base node, else 0): a walk up the base names nodes by position
+        and looks their ids up once per step, in order."""
         found, rows = self.overlay.parents.last_at(ids, ts)
-        out = np.where(found, rows["parent"], U64(0)).astype(U64)
-        rest = np.flatnonzero(~found)
-        if len(rest):
-            rest_pos = self.base.positions(ids[rest]) if pos is None else pos[rest]
-            inb = rest_pos >= 0
-            out[rest[inb]] = self.base.parents(rest_pos[inb])
-        return out
+        parents = np.where(found, rows["parent"], U64(0)).astype(U64)
+        parent_pos = np.full(len(ids), -1, dtype=np.int64)
+        from_base = np.flatnonzero(~found & (pos >= 0))
+        parent_pos[from_base] = self.base.parent_positions(pos[from_base])
+        from_overlay = np.flatnonzero(found)
+        if len(from_overlay):
+            placed = self.base.positions(parents[from_overlay])
+            parent_pos[from_overlay] = placed
+            parents[from_overlay[placed >= 0]] = 0
+        return parent_pos, parents
 
     def roots(
         self, ids: np.ndarray, ts: int, stop_layer: int | None = None, check: bool = False
@@ -86,7 +101,7 @@ class GraphView:
         """Ancestor at the highest layer <= ``stop_layer`` of each id (vectorized; 0 -> 0).
         With ``check``, raise :class:`NodeNotFound` for ids that do not exist at ``ts``.
 
-        Works on the sorted unique frontier at each step: many supervoxels share a layer-2
+        Works on the unique frontier at each step: many supervoxels share a layer-2
         parent, so the work shrinks quickly as it climbs."""
         stop = self.top if stop_layer is None else int(stop_layer)
         uniq, inverse = np.unique(np.asarray(ids, dtype=U64), return_inverse=True)
@@ -95,21 +110,35 @@ class GraphView:
             self.require(uniq, ts, pos=pos)
         result = uniq.copy()
         climbing = np.flatnonzero((uniq != 0) & (self.layout.layer(uniq) < stop))
-        frontier = uniq[climbing]
-        frontier_pos: np.ndarray | None = pos[climbing]  # known for the first step only
-        owner = np.arange(len(frontier))
+        frontier, frontier_pos = uniq[climbing], pos[climbing]
+        owner = np.arange(len(frontier))  # each climbing id's place in the frontier
         while len(frontier):
-            parents = self.parents_at(frontier, ts, frontier_pos)
-            frontier_pos = None
-            up = (parents != 0) & (self.layout.layer(parents) <= stop)
-            moved = up[owner]
-            climbing, owner = climbing[moved], owner[moved]
-            result[climbing] = parents[owner]
-            frontier, remap = np.unique(parents[up], return_inverse=True)
-            where = np.full(len(up), -1, dtype=np.int64)
-            where[np.flatnonzero(up)] = remap
-            owner = where[owner]
+            parent_pos, parents = self._parents_at(frontier, frontier_pos, ts)
+            frontier, frontier_pos, step = self._next_frontier(parent_pos, parents, stop)
+            up = step[owner]
+            climbing, owner = climbing[up >= 0], up[up >= 0]
+            result[climbing] = frontier[owner]
         return result[inverse.reshape(-1)]
+
+    def _next_frontier(
+        self, parent_pos: np.ndarray, parents: np.ndarray, stop: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The unique parents at layers <= ``stop`` (ids, base positions) and, for each
+        child, its parent's index among them (-1: none)."""
+        in_base = parent_pos >= 0
+        base_pos, base_at = np.unique(parent_pos[in_base], return_inverse=True)
+        others = ~in_base & (parents != 0)
+        new_ids, new_at = np.unique(parents[others], return_inverse=True)
+        ids = np.concatenate([self.base.node_ids.at(base_pos), new_ids])
+        pos = np.concatenate([base_pos, np.full(len(new_ids), -1, dtype=np.int64)])
+        step = np.full(len(parents), -1, dtype=np.int64)
+        step[in_base], step[others] = base_at, len(base_pos) + new_at
+        keep = self.layout.layer(ids) <= stop
+        if not keep.all():
+            renumber = np.where(keep, np.cumsum(keep) - 1, -1)
+            step = np.where(step >= 0, renumber[step], -1)
+            ids, pos = ids[keep], pos[keep]
+        return ids, pos, step
 
     def ancestor_chain(self, node: int, ts: int) -> list[int]:
         """The node and its ancestors at ``ts`` up to the root."""
@@ -124,15 +153,32 @@ class GraphView:
     def children(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Children of each node (concatenated) and the index of the node each belongs to."""
         ids = np.asarray(ids, dtype=U64)
-        pos = self.base.positions(ids)
+        kids, kid_pos, owner = self._children(ids, self.base.positions(ids))
+        return self._ids(kids, kid_pos), owner
+
+    def _children(
+        self, ids: np.ndarray, pos: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Children of nodes named as (ids, base positions): base nodes by position (-1: not
+        in the base), the others by id (0 where the position names the node); and the index
+        of the parent of each."""
         in_base = np.flatnonzero(pos >= 0)
-        kids_b, own_b = self.base.children(pos[in_base])
+        kid_pos_b, own_b = self.base.child_positions(pos[in_base])
         rest = np.flatnonzero(pos < 0)
         _, kids_o, own_o = self.overlay.nodes.children(ids[rest])
-        kids = np.concatenate([kids_b, kids_o])
+        placed = self.base.positions(kids_o)
+        kids = np.concatenate([np.zeros(len(kid_pos_b), U64), np.where(placed >= 0, 0, kids_o)])
+        kid_pos = np.concatenate([kid_pos_b, placed])
         owner = np.concatenate([in_base[own_b], rest[own_o]])
         order = np.argsort(owner, kind="stable")
-        return kids[order], owner[order]
+        return kids[order], kid_pos[order], owner[order]
+
+    def _ids(self, ids: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """The ids of nodes named as (ids, base positions), see :meth:`_children`."""
+        ids = ids.copy()
+        in_base = pos >= 0
+        ids[in_base] = self.base.node_ids.at(pos[in_base])
+        return ids
 
     def child_counts(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=U64)
@@ -155,20 +201,22 @@ class GraphView:
         ids = np.asarray(ids, dtype=U64)
         owner = np.arange(len(ids))
         keep = self._in_box(ids, chunk_box)
-        ids, owner = ids[keep], owner[keep]
-        done = self.layout.layer(ids) <= stop_layer
-        out, out_owner = [ids[done]], [owner[done]]
-        frontier, f_owner = ids[~done], owner[~done]
+        frontier, f_owner = ids[keep], owner[keep]
+        f_pos = self.base.positions(frontier)
+        out = [(frontier[:0], f_pos[:0], f_owner[:0])]
         while len(frontier):
-            kids, which = self.children(frontier)
-            kid_owner = f_owner[which]
-            keep = self._in_box(kids, chunk_box)
-            kids, kid_owner = kids[keep], kid_owner[keep]
-            done = self.layout.layer(kids) <= stop_layer
-            out.append(kids[done])
-            out_owner.append(kid_owner[done])
-            frontier, f_owner = kids[~done], kid_owner[~done]
-        return np.concatenate(out), np.concatenate(out_owner)
+            layers = np.where(f_pos >= 0, self.base.layers_at(f_pos), self.layout.layer(frontier))
+            done = layers <= stop_layer
+            out.append((frontier[done], f_pos[done], f_owner[done]))
+            kids, kid_pos, which = self._children(frontier[~done], f_pos[~done])
+            kid_owner = f_owner[~done][which]
+            if chunk_box is not None:
+                kids = self._ids(kids, kid_pos)
+                keep = self._in_box(kids, chunk_box)
+                kids, kid_pos, kid_owner = kids[keep], kid_pos[keep], kid_owner[keep]
+            frontier, f_pos, f_owner = kids, kid_pos, kid_owner
+        leaves, leaf_pos, leaf_owner = (np.concatenate(part) for part in zip(*out, strict=True))
+        return self._ids(leaves, leaf_pos), leaf_owner
 
     def _in_box(self, ids: np.ndarray, box: np.ndarray | None) -> np.ndarray:
         if box is None or len(ids) == 0:
