@@ -215,6 +215,9 @@ class RunBuilder:
         self._n += len(sorted_ids)
         self._last = int(sorted_ids[-1])
 
+    def __len__(self) -> int:
+        return self._n
+
     def ids(self) -> SortedIds:
         starts = np.concatenate([np.zeros(0, np.uint64), *self._starts])
         return SortedIds(starts, np.concatenate([*self._pos, [self._n]]).astype(np.int64))
@@ -265,6 +268,12 @@ class BaseGraph:
             return np.asarray(stored, dtype=np.uint64)
         return self.node_ids.at(stored)
 
+    def _positions_of(self, stored: np.ndarray) -> np.ndarray:
+        """Positions for node references as stored (see :meth:`_ids_of`)."""
+        if self.meta.version < 3:
+            return self.node_ids.positions(np.asarray(stored, dtype=np.uint64))
+        return np.asarray(stored, dtype=np.int64)
+
     def layers_at(self, pos: np.ndarray) -> np.ndarray:
         """Layer of the nodes at ``pos`` (all valid), without looking up their ids."""
         return np.searchsorted(self._layer_ends, pos, side="right") + 1
@@ -273,10 +282,10 @@ class BaseGraph:
         """Position of the base parent of the nodes at ``pos`` (all valid), -1 for roots."""
         stored = np.asarray(self.parent[np.asarray(pos, dtype=np.int64)], dtype=np.int64)
         if self.meta.version >= 3:
-            return stored - 1
+            return stored - 1  # stored as 1 + position, 0 for roots
         out = np.full(len(stored), -1, dtype=np.int64)
         has = stored != 0
-        out[has] = self.node_ids.positions(stored[has].astype(np.uint64))
+        out[has] = self._positions_of(stored[has])
         return out
 
     # -- children ----------------------------------------------------------------------------
@@ -286,10 +295,7 @@ class BaseGraph:
         sel = np.flatnonzero(np.asarray(pos) >= self.n_sv)
         inner = np.asarray(pos, dtype=np.int64)[sel] - self.n_sv
         idx, owner = ranges(self.child_ptr[inner], self.child_ptr[inner + 1])
-        stored = self.child_pos[idx]
-        if self.meta.version < 3:
-            stored = self.node_ids.positions(np.asarray(stored, dtype=np.uint64))
-        return np.asarray(stored, dtype=np.int64), sel[owner]
+        return self._positions_of(self.child_pos[idx]), sel[owner]
 
     def child_counts(self, pos: np.ndarray) -> np.ndarray:
         pos = np.asarray(pos, dtype=np.int64)

@@ -73,14 +73,16 @@ class Outputs:
         self.children = NpyFile(self.directory / "children.npy", np.uint32, wider=np.int64)
         self.child_ptr.append([0])
         self.runs = RunBuilder()
-        #: nodes so far: the next node's position
-        self.length = 0
+
+    @property
+    def length(self) -> int:
+        """Nodes so far: the next node's position."""
+        return len(self.runs)
 
     def append_nodes(self, ids: np.ndarray) -> None:
         """New nodes, in id order after every node so far (roots until a parent is set)."""
         self.runs.add(ids)
         self.parent.extend(len(ids))
-        self.length += len(ids)
 
     def set_parents(self, children: np.ndarray, parents: np.ndarray) -> None:
         """The nodes at positions ``children`` have the nodes at ``parents``."""
