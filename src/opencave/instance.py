@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -25,8 +26,18 @@ from .segmentation import SegmentationGraph
 from .segmentation.locate import SupervoxelLocator
 from .settings import Settings
 from .storage import LiveStore
-from .storage.files import DataDir
+from .storage.files import DataDir, disk_bytes
+from .storage.segments import serving_path
 from .timestamps import now
+
+
+@dataclass(frozen=True)
+class Garbage:
+    """Files no one needed, their bytes, and whether they were removed (not on a dry run)."""
+
+    paths: list[Path]
+    bytes: int
+    removed: bool
 
 
 class OpenCave:
@@ -38,7 +49,7 @@ class OpenCave:
             settings = Settings(Path(settings))
         self.settings = settings
         self.data = DataDir(settings.data_dir)
-        self.data.root.mkdir(parents=True, exist_ok=True)
+        self._lock = self.data.lock()  # shared: see collect_garbage
         self.live = (LiveStore(settings.database_url) if settings.database_url
                      else LiveStore.in_directory(self.data.root))
         self.info = InfoService(self.live)
@@ -126,9 +137,24 @@ class OpenCave:
                             self.segmentation_view, self.engine, self.changes,
                             self.compactor(), memory_limit=self.settings.query_memory_limit)
 
+    def collect_garbage(self, *, dry_run: bool = False) -> Garbage:
+        """Remove the files no version and no table uses — segments and masks that
+        compaction replaced, files of failed or killed runs, temporaries of killed writers.
+        Only alone in the directory (Conflict otherwise): a running server may still read
+        replaced files through the snapshots it cached, a writer's files are not yet used."""
+        with self._lock.alone("remove files no version uses"):
+            used = self.versions.files() | self.tables.segment_files()
+            kept = {self.data.absolute(path) for path in used}
+            paths = self.data.garbage(kept | {serving_path(path) for path in kept})
+            size = sum(disk_bytes(path) for path in paths)
+            if not dry_run:
+                DataDir.remove(paths)
+        return Garbage(paths, size, removed=not dry_run)
+
     def close(self) -> None:
         self.engine.close()
         self.live.dispose()
+        self._lock.release()
 
     def __enter__(self) -> OpenCave:
         return self

@@ -102,3 +102,46 @@ def test_compact_reports_every_version(synth_dir, tmp_path):
     assert all(before == after for before, after in (
         re.match(r"version \d+: (\d+) parts → (\d+)", line).groups() for line in reported))
     assert "0.0 MB written" in result.stdout
+
+
+def test_gc_waits_for_servers_to_stop_then_removes_only_what_no_version_uses(synth_dir,
+                                                                          tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    left = data / "tables" / "minnie65_phase3" / "synapses_pni_2" / "delta-0a1b2c3d4e5f.parquet"
+    left.write_bytes(b"x" * 1000)  # as a materialization killed before publishing leaves
+    port = free_port()
+    server = subprocess.Popen([*OPENCAVE, "serve", "--data", str(data), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", server)
+        refused = subprocess.run([*OPENCAVE, "gc", "--data", str(data)], capture_output=True,
+                                 text=True)
+        assert refused.returncode == 2 and "another opencave process" in refused.stderr
+        assert left.exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    listed = subprocess.run([*OPENCAVE, "gc", "--data", str(data), "--dry-run"],
+                            capture_output=True, text=True, check=True)
+    # the synth (versions made as a server makes them) left nothing behind: only that file
+    assert listed.stderr.split() == [
+        "tables/minnie65_phase3/synapses_pni_2/delta-0a1b2c3d4e5f.parquet"]
+    assert "would remove (dry run)" in listed.stdout and left.exists()
+    done = subprocess.run([*OPENCAVE, "gc", "--data", str(data)], capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.startswith("removed ") and not left.exists()
+    again = subprocess.run([*OPENCAVE, "gc", "--data", str(data)], capture_output=True,
+                           text=True, check=True)
+    assert again.stdout.startswith("removed 0 files")
+    server = subprocess.Popen([*OPENCAVE, "serve", "--data", str(data), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # every version still answers
+        wait_healthy(f"http://127.0.0.1:{port}", server)
+        base = f"http://127.0.0.1:{port}/materialize/api/v3/datastack/minnie65_public/version"
+        for version, _ in world.VERSIONS:
+            count = httpx.get(f"{base}/{version}/table/synapses_pni_2/count")
+            assert count.status_code == 200 and count.json() > 0
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

@@ -144,3 +144,30 @@ def test_a_version_made_on_compacted_history_equals_one_made_without(uncompacted
             made[name] = contents(cave, 1800)
     for table, rows in made["plain"].items():
         pd.testing.assert_frame_equal(made["compacted"][table], rows, obj=table)
+
+
+def test_garbage_collection_removes_what_compaction_replaced_and_keeps_every_version(
+        uncompacted, tmp_path):
+    directory = tmp_path / "ds"
+    shutil.copytree(uncompacted, directory)
+    with OpenCave(Settings(data_dir=directory)) as cave:
+        before = {v: contents(cave, v) for v, _ in world.VERSIONS}
+        used = cave.versions.files()
+        cave.compact(DS)
+        replaced = used - cave.versions.files() - cave.tables.segment_files()
+        assert replaced, "compaction replaced nothing"
+        listed = cave.collect_garbage(dry_run=True)
+        assert not listed.removed and all(path.exists() for path in listed.paths)
+        garbage = cave.collect_garbage()
+        # the replaced segments and masks with their serving copies, and the files compaction
+        # wrote and replaced in the same run; nothing a version or a table uses
+        owners = {cave.data.relative(path).removesuffix(".duckdb") for path in garbage.paths}
+        assert replaced <= owners and garbage.bytes > 0
+        assert owners.isdisjoint(cave.versions.files() | cave.tables.segment_files())
+        assert garbage.paths == listed.paths and not any(p.exists() for p in garbage.paths)
+        assert cave.collect_garbage().paths == []
+    with OpenCave(Settings(data_dir=directory)) as cave:  # as a server started afterwards
+        for version, tables in before.items():
+            after = contents(cave, version)
+            for table, rows in tables.items():
+                pd.testing.assert_frame_equal(after[table], rows, obj=f"{table}@{version}")

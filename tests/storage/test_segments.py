@@ -159,15 +159,3 @@ def test_queries_match_pandas_whichever_copy_they_read(stored, pre, post, min_si
         merged = got.merge(expected, on="id", suffixes=("", "_expected"))
         pd.testing.assert_series_equal(merged.post_pt_root_id, merged.post_pt_root_id_expected,
                                        check_names=False)
-
-
-def test_stale_temporaries_of_killed_writers_are_removed(tmp_path):
-    data = DataDir(tmp_path)
-    spill = tmp_path / "tables" / "seg.parquet.duckdb.tmp-0a1b2c3d.tmp"
-    spill.mkdir(parents=True)
-    (spill / "sort-run.bin").write_bytes(b"x")
-    (tmp_path / "tables" / "seg.parquet.tmp-0a1b2c3d").write_bytes(b"x")
-    kept = tmp_path / "tables" / "seg.parquet"
-    kept.write_bytes(b"x")
-    assert data.remove_stale_temporaries() == 2
-    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == ["seg.parquet"]

@@ -248,6 +248,11 @@ class AnnotationTables:
             rows = conn.execute(query.order_by(table_segments.c.added)).mappings().all()
         return [Segment(r["path"], r["num_rows"], r["sort_key"], r["roots_at"]) for r in rows]
 
+    def segment_files(self) -> set[str]:
+        """The files of every table's registered segments (bulk loads)."""
+        with self.live.connect() as conn:
+            return set(conn.execute(sa.select(table_segments.c.path)).scalars())
+
     def _find(self, conn: sa.Connection, aligned_volume: str,
               table_name: str) -> AnnotationTable | None:
         row = conn.execute(

@@ -83,7 +83,8 @@ def materialize(data: DataOption, datastack: DatastackOption = "minnie65_public"
 def compact(data: DataOption, datastack: DatastackOption = "minnie65_public") -> None:
     """Compact the versions of a datastack made before compaction existed: each table's
     delta segments merged into fewer parts (same rows, shared between versions). Safe
-    beside a running server, which reads the compacted parts after a restart."""
+    beside a running server, which reads the compacted parts after a restart; then
+    ``opencave gc`` removes the replaced files."""
     from ..progress import steps
 
     with _instance(data) as cave, steps() as bar:
@@ -96,6 +97,23 @@ def compact(data: DataOption, datastack: DatastackOption = "minnie65_public") ->
 
         written = cave.compact(datastack, on_version=report)
     typer.echo(f"compacted {datastack}: {written / 1e6:,.1f} MB written")
+
+
+@app.command()
+def gc(data: DataOption,
+       dry_run: Annotated[bool, typer.Option("--dry-run", help="List, remove nothing.")] = False
+       ) -> None:
+    """Remove the files no version uses: segments and masks compaction replaced, files of
+    failed or killed runs, temporaries of killed writers. Every version keeps its rows.
+    Refused while another opencave process (a server, a build, a materialization) uses the
+    directory: a running server may still read replaced files."""
+    with _instance(data) as cave:
+        garbage = cave.collect_garbage(dry_run=dry_run)
+    for path in garbage.paths if dry_run else ():
+        console.print(cave.data.relative(path))
+    done = "removed" if garbage.removed else "would remove (dry run)"
+    typer.echo(f"{done} {len(garbage.paths):,} files no version uses: "
+               f"{garbage.bytes / 1e6:,.1f} MB")
 
 
 @app.command()

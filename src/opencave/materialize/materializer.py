@@ -27,7 +27,13 @@ from ..annotation import AnnotationTable, AnnotationTables
 from ..errors import Conflict
 from ..info import InfoService
 from ..storage.files import DataDir, unique_name
-from ..storage.segments import WRITE_MEMORY, Segment, file_bytes, write_table_segment
+from ..storage.segments import (
+    WRITE_MEMORY,
+    Segment,
+    file_bytes,
+    serving_path,
+    write_table_segment,
+)
 from ..timestamps import as_utc, from_micros, to_micros
 from .changes import Base, ChangeFinder, Changes
 from .compaction import Compactor, visible_rows, write_mask_file
@@ -96,15 +102,17 @@ class Materializer:
             seg = self.segmentation(ds.segmentation_table)
             prior = self.versions.snapshots(previous) if previous else {}
             snapshots = []
+            segments: set[str] = set()  # the segments this run writes
             for table in self.tables.list(ds.aligned_volume.name):
                 if table.created > timestamp:
                     continue
                 snap, rewritten, written = self._snapshot(
                     table, timestamp, self.finder.base(table, prior.get(table.table_name)),
-                    seg, running)
+                    seg, running, segments)
                 snapshots.append(snap)
                 report.rows_rewritten[table.table_name] = rewritten
                 report.bytes_written += written
+            self._remove_replaced(running, segments, snapshots)
             report.version = self.versions.publish(running, snapshots)
         except BaseException:
             self.versions.fail(running)
@@ -116,17 +124,32 @@ class Materializer:
         earlier = [v for v in self.versions.available(datastack) if v.time_stamp < timestamp]
         return earlier[-1] if earlier else None
 
+    def _remove_replaced(self, version: Version, segments: set[str],
+                         snapshots: list[TableSnapshot]) -> None:
+        """Remove what this run wrote and replaced before publishing — a delta merged at
+        once, masks merged into the next tier of their chain: no snapshot names them, so no
+        reader can know them (left alone, every version would leave some behind)."""
+        used = set().union(*(s.files() for s in snapshots))
+        directory = self.data_dir.version_dir(version.datastack, version.version)
+        masks = {self.data_dir.relative(p) for p in directory.glob("*.parquet")}
+        paths = [self.data_dir.absolute(p) for p in (segments | masks) - used]
+        DataDir.remove(paths + [serving_path(p) for p in paths])
+
     def _snapshot(self, table: AnnotationTable, timestamp: datetime, base: Base,
-                  seg: SegmentationView, version: Version) -> tuple[TableSnapshot, int, int]:
+                  seg: SegmentationView, version: Version, segments: set[str]
+                  ) -> tuple[TableSnapshot, int, int]:
         changes = self.finder.changes(table, base, timestamp, seg)
-        parts, written = self._persist(table, base, changes, timestamp, version)
+        parts, written = self._persist(table, base, changes, timestamp, version, segments)
         snapshot = TableSnapshot(table.table_name, to_micros(timestamp), tuple(parts), 0,
                                  base.loaded)
         rewritten = 0 if changes.rows is None else changes.rows.num_rows
         return (replace(snapshot, row_count=self._count(table, snapshot)), rewritten, written)
 
     def _persist(self, table: AnnotationTable, base: Base, changes: Changes,
-                 timestamp: datetime, version: Version) -> tuple[list[SnapshotPart], int]:
+                 timestamp: datetime, version: Version, segments: set[str]
+                 ) -> tuple[list[SnapshotPart], int]:
+        """The table's parts at ``timestamp`` and the bytes written; adds the segments it
+        writes to ``segments``."""
         written = 0
         parts = []
         for index, part in enumerate(base.parts):
@@ -137,8 +160,10 @@ class Materializer:
         if changes.rows is not None and changes.rows.num_rows:
             segment, size = self._write_delta(table, changes.rows, timestamp)
             parts.append(SnapshotPart(segment))
+            segments.add(segment.path)
             written += size
         compaction = self.compactor.compact(table, parts, timestamp)
+        segments.update(compaction.merged)
         return compaction.parts, written + compaction.bytes_written
 
     def _extend_mask(self, part: SnapshotPart, rows: pa.Table, table: AnnotationTable,

@@ -77,6 +77,11 @@ class TableSnapshot:
             return set(self.loaded)
         return {p.segment.path for p in self.parts}
 
+    def files(self) -> set[str]:
+        """Every file the snapshot uses: its segments and their masks."""
+        return {p.segment.path for p in self.parts} | {
+            m.path for p in self.parts for m in p.masks}
+
     def to_json(self) -> dict[str, Any]:
         data = {"table": self.table, "timestamp": self.timestamp, "row_count": self.row_count,
                 "parts": [p.to_json() for p in self.parts]}

@@ -248,6 +248,12 @@ class Versions:
         snaps = [TableSnapshot.from_json(r) for r in rows]
         return {s.table: s for s in snaps}
 
+    def files(self) -> set[str]:
+        """Every file a snapshot of any version (of any status) uses."""
+        with self.live.connect() as conn:
+            rows = conn.execute(sa.select(version_tables.c.snapshot)).scalars().all()
+        return {path for row in rows for path in TableSnapshot.from_json(row).files()}
+
     def table_names(self, version: Version) -> list[str]:
         with self.live.connect() as conn:
             return list(conn.execute(

@@ -9,11 +9,14 @@ Layout (everything under one root, so a data directory can be copied or synced a
 
 Files are published atomically: written under a temporary name, flushed to disk, then
 renamed into place, so a reader never sees a partial file and a killed writer leaves at
-most an orphaned temporary file (cleaned up by :meth:`DataDir.remove_stale_temporaries`).
+most an orphaned temporary file. Files are never changed, only superseded: compaction and
+killed runs leave files no version uses, which :meth:`DataDir.garbage` finds and
+``opencave gc`` removes while it has the directory to itself (:class:`DirectoryLock`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import uuid
@@ -22,7 +25,10 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import Conflict
+
 _TMP_MARK = ".tmp-"
+_LOCK_NAME = ".opencave.lock"
 
 
 @dataclass(frozen=True)
@@ -64,17 +70,72 @@ class DataDir:
     def exists(self) -> bool:
         return (self.root / "live.sqlite").exists()
 
-    def remove_stale_temporaries(self) -> int:
-        """Delete temporaries left by killed writers — files, and the spill directories DuckDB
-        keeps beside a database it is writing; returns how many were removed."""
-        removed = 0
-        for path in list(self.root.rglob(f"*{_TMP_MARK}*")):
+    def lock(self) -> DirectoryLock:
+        """The directory's lock, held shared until released (see :class:`DirectoryLock`)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return DirectoryLock(self.root / _LOCK_NAME)
+
+    def garbage(self, kept: set[Path]) -> list[Path]:
+        """What no one needs: stored files (under ``tables/`` and ``versions/``) not in
+        ``kept``, temporaries left by killed writers (files, and the spill directories DuckDB
+        keeps beside a database it writes) and DuckDB's spill files. Only safe to remove while
+        no other process uses the directory: a writer's files are not kept by anyone yet."""
+        kept = {path.resolve() for path in kept}
+        temporaries = set(self.root.rglob(f"*{_TMP_MARK}*"))
+        found = [p for p in temporaries if temporaries.isdisjoint(p.parents)]  # outermost
+        if self.spill.is_dir():
+            found.extend(self.spill.iterdir())
+        for top in (self.tables, self.versions):
+            found.extend(p for p in top.rglob("*") if p.is_file() and p.resolve() not in kept
+                         and _TMP_MARK not in self.relative(p))
+        return found
+
+    @staticmethod
+    def remove(paths: list[Path]) -> None:
+        """Delete files and directory trees."""
+        for path in paths:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
-            removed += 1
-        return removed
+
+
+class DirectoryLock:
+    """Every process using a data directory holds its lock shared, for as long as it does;
+    a task that must be alone in it — removing files no version uses, which a running server
+    may still read through the snapshots it cached — takes it exclusively. ``flock``: held by
+    an open file and dropped by the kernel when the process dies, on this machine only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = path.open("a")
+        fcntl.flock(self._file, fcntl.LOCK_SH)  # waits only while a task is alone in it
+
+    @contextmanager
+    def alone(self, task: str) -> Iterator[None]:
+        """Hold the lock exclusively for the block; Conflict if another process uses the
+        directory (``task`` says what could not be done)."""
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fcntl.flock(self._file, fcntl.LOCK_SH)  # a failed conversion may drop it
+            raise Conflict(
+                f"cannot {task}: another opencave process (a server, a build, a "
+                f"materialization) is using {self.path.parent}; stop it and try again"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(self._file, fcntl.LOCK_SH)
+
+    def release(self) -> None:
+        self._file.close()
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes of a file, or of the files in a directory tree (0 if gone)."""
+    files = path.rglob("*") if path.is_dir() else [path]
+    return sum(f.stat().st_size for f in files if f.is_file())
 
 
 def unique_name(prefix: str, suffix: str) -> str:
