@@ -6,6 +6,7 @@ Layout (everything under one root, so a data directory can be copied or synced a
     tables/<aligned_volume>/<table>/    immutable row segments of each annotation table
     versions/<datastack>/<version>/     per-version files: deletion sets, manifest.json
     segmentation/<table_id>/            the segmentation graph's base arrays
+    .opencave.lock                      held shared by every process using the directory
 
 Files are published atomically: written under a temporary name, flushed to disk, then
 renamed into place, so a reader never sees a partial file and a killed writer leaves at
