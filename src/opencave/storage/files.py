@@ -4,7 +4,7 @@ Layout (everything under one root, so a data directory can be copied or synced a
 
     live.sqlite                         the live store (SQLite default)
     tables/<aligned_volume>/<table>/    immutable row segments of each annotation table
-    versions/<datastack>/<version>/     per-version files: deletion sets, manifest.json
+    versions/<datastack>/<version>/     the masks each version added (ids it hides)
     segmentation/<table_id>/            the segmentation graph's base arrays
     .opencave.lock                      held shared by every process using the directory
 
