@@ -1,6 +1,7 @@
 """The data directory: what no one needs any more, and the lock that says when removing it
 is safe."""
 
+import fcntl
 import threading
 
 import pytest
@@ -58,3 +59,15 @@ def test_a_process_starting_while_a_task_is_alone_waits_for_it(tmp_path):
     assert started.wait(10)  # the lock is shared again after the block
     thread.join()
     gc.release()
+
+
+def test_without_file_locks_the_directory_opens_but_no_task_can_be_alone(tmp_path,
+                                                                         monkeypatch):
+    def no_locks(file, operation):  # type: ignore[no-untyped-def]
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    lock = DataDir(tmp_path).lock()  # a server still starts
+    with pytest.raises(Conflict, match="cannot be locked"), lock.alone("remove files"):
+        pass
+    lock.release()

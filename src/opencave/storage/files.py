@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from ..errors import Conflict
 
@@ -109,13 +110,21 @@ class DirectoryLock:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = path.open("a")
-        fcntl.flock(self._file, fcntl.LOCK_SH)  # waits only while a task is alone in it
+        self._file: IO[str] | None = None
+        try:
+            self._file = path.open("a")
+            fcntl.flock(self._file, fcntl.LOCK_SH)  # waits only while a task is alone in it
+        except OSError:  # read-only, or without locks (some network mounts): serve anyway
+            self.release()
 
     @contextmanager
     def alone(self, task: str) -> Iterator[None]:
         """Hold the lock exclusively for the block; Conflict if another process uses the
-        directory (``task`` says what could not be done)."""
+        directory, or if its file system cannot tell (``task``: what could not be done)."""
+        if self._file is None:
+            raise Conflict(f"cannot {task}: {self.path} cannot be locked (a read-only file "
+                           "system, or one without file locks), so whether another process "
+                           "uses the directory is unknown")
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -130,7 +139,9 @@ class DirectoryLock:
             fcntl.flock(self._file, fcntl.LOCK_SH)
 
     def release(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def disk_bytes(path: Path) -> int:
