@@ -66,17 +66,20 @@ class BuildStopped(RuntimeError):
 
 def build(path: Path, synapses: int, seed: int, *, log=print,  # type: ignore[no-untyped-def]
           max_memory: int | None = None, max_seconds: float | None = None
-          ) -> tuple[float, int, int]:
+          ) -> tuple[float | None, int, int]:
     """Run ``opencave synth`` as a child process; its wall time and the peak resident memory
     of its process tree (all of it, and its own: without pages of memory-mapped files). Over
     ``max_memory`` bytes of its own memory or ``max_seconds``, the build is stopped
-    (after recording where it was, with py-spy) and :class:`BuildStopped` is raised."""
-    if path.exists():
+    (after recording where it was, with py-spy) and :class:`BuildStopped` is raised.
+    An interrupted build there resumes (its wall time is then unknown: None)."""
+    resuming = (path / ".synth-checkpoint").exists()
+    if path.exists() and not resuming:
         shutil.rmtree(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    log(f"building the {synapses:,}-synapse datastack (opencave synth) in {path} …")
+    log(f"{'resuming' if resuming else 'building'} the {synapses:,}-synapse datastack "
+        f"(opencave synth) in {path} …")
     started = time.perf_counter()
-    with open(path.with_suffix(".synth.log"), "w") as out:
+    with open(path.with_suffix(".synth.log"), "a" if resuming else "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "opencave.cli", "synth", "--out", str(path),
              "--synapses", str(synapses), "--seed", str(seed)],
@@ -100,9 +103,10 @@ def build(path: Path, synapses: int, seed: int, *, log=print,  # type: ignore[no
     if code != 0:
         raise RuntimeError(f"opencave synth failed ({code}); see {out.name}")
     seconds = time.perf_counter() - started
-    log(f"  built in {seconds:.0f} s, peak memory {watch.peak_anon / 2**30:.2f} GiB of its "
-        f"own, {watch.peak / 2**30:.2f} GiB resident with mapped files")
-    return seconds, watch.peak, watch.peak_anon
+    part = " (the resumed part)" if resuming else ""
+    log(f"  built in {seconds:.0f} s{part}, peak memory {watch.peak_anon / 2**30:.2f} GiB of "
+        f"its own, {watch.peak / 2**30:.2f} GiB resident with mapped files")
+    return None if resuming else seconds, watch.peak, watch.peak_anon
 
 
 def stack_of(pid: int) -> str:

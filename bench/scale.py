@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     record.write_text(json.dumps(asdict(stats), indent=1))
     first = min(stats.version_bytes, key=int)
     later = sorted(v for k, v in stats.version_bytes.items() if k != first)
-    print(f"{args.synapses:,} synapses: {seconds / 60:.1f} min, peak {fmt_bytes(anon)} of "
+    took = "resumed, total time unknown" if seconds is None else f"{seconds / 60:.1f} min"
+    print(f"{args.synapses:,} synapses: {took}, peak {fmt_bytes(anon)} of "
           f"its own ({fmt_bytes(peak)} resident with mapped files), "
           f"{fmt_bytes(stats.disk_bytes)} on disk; v{first} {fmt_bytes(stats.version_bytes[first])}"
           f", later versions {fmt_bytes(later[len(later) // 2])} median, "

@@ -145,3 +145,22 @@ def test_gc_waits_for_servers_to_stop_then_removes_only_what_no_version_uses(syn
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_a_killed_synth_resumes_where_it_stopped(tmp_path: Path):
+    """``kill -9`` once the segmentation graph is built (the live store and DuckDB left
+    mid-write), then the same command: it resumes after that step and completes."""
+    out = tmp_path / "ds"
+    command = [*OPENCAVE, "synth", "--out", str(out), "--synapses", "20000", "--seed", "5"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / ".synth-checkpoint" / "state.json"
+    deadline = time.monotonic() + 120
+    while '"segmentation"' not in (state.read_text() if state.exists() else ""):
+        assert process.poll() is None and time.monotonic() < deadline, "never got that far"
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming the build" in done.stdout
+    assert "versions 117, 343" in done.stdout and not (out / ".synth-checkpoint").exists()

@@ -35,6 +35,14 @@ def test_in_filters_take_lists_and_scalars():
     assert one({"filter_in_dict": {"syn": {"pre_pt_root_id": ["8", 9.0]}}}).value == (8, 9)
 
 
+def test_one_neuron_compiles_to_a_comparison_that_prunes_row_groups():
+    """One value: ``=`` (DuckDB prunes row groups by min/max); several: one bound list."""
+    sql, params = one({"filter_in_dict": {"syn": {"pre_pt_root_id": [7]}}}).sql("r")
+    assert (sql, params) == ('r."pre_pt_root_id" = ?::BIGINT', [7])
+    sql, params = one({"filter_in_dict": {"syn": {"pre_pt_root_id": [7, 8]}}}).sql("r")
+    assert sql.count("?") == 1 and params == [[7, 8]]
+
+
 def test_root_ids_keep_all_64_bits():
     root = 864691135808473885
     assert one({"filter_equal_dict": {"syn": {"pre_pt_root_id": root}}}).value == root

@@ -3,6 +3,7 @@ changes root ids between versions while nucleus ids stay."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from opencave.instance import OpenCave
-from opencave.synth import build, supervoxels, world
+from opencave.materialize.materializer import Materializer
+from opencave.segmentation import SegmentationGraph
+from opencave.synth import build, is_complete, supervoxels, world
 from opencave.synth.cells import proofread_counts
 from tests.conftest import TEST_SYNAPSES
 
@@ -102,3 +105,61 @@ def test_proofreading_changes_roots_and_synapses_follow(cave):
     assert (early.pre_pt_supervoxel_id == late.pre_pt_supervoxel_id).all()
     per_sv = late[moved].groupby("pre_pt_supervoxel_id").pre_pt_root_id.nunique()
     assert (per_sv == 1).all()
+
+
+def interrupt_after(patch: pytest.MonkeyPatch, owner, name: str, calls: int) -> None:
+    """Make ``owner.name`` run ``calls`` times, then raise KeyboardInterrupt (a Ctrl-C)."""
+    original = getattr(owner, name)
+    count = 0
+
+    def interrupted(*args, **kwargs):
+        nonlocal count
+        count += 1
+        if count > calls:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    patch.setattr(owner, name, interrupted)
+
+
+def must_not_run(*args, **kwargs):
+    raise AssertionError("a step that an earlier run finished ran again")
+
+
+def test_an_interrupted_build_resumes_after_its_last_finished_step(tmp_path: Path):
+    """Stopped in the middle of the edits (some applied), of the annotation tables and of
+    the versions, each new run resumes after the last finished step — undoing what the
+    interrupted one had half done — and ends with the datastack an uninterrupted build
+    makes, nothing left behind."""
+    steps = importlib.import_module("opencave.synth.build")
+    out, fresh = tmp_path / "resumed", tmp_path / "fresh"
+    # (where the run stops, what it must not run again: a step an earlier run finished)
+    runs = [((SegmentationGraph, "merge", 2), None),
+            ((steps, "copy_sorted_segment", 0), "_raw_synapses"),
+            ((Materializer, "materialize", 2), "_apply_edits"),
+            (None, "_write_tables")]
+    for stop, finished in runs:
+        with pytest.MonkeyPatch.context() as patch:
+            if finished:
+                patch.setattr(steps, finished, must_not_run)
+            if stop is None:
+                report = build(out, synapses_total=12_000, seed=3, progress=False)
+            else:
+                interrupt_after(patch, *stop)
+                with pytest.raises(KeyboardInterrupt):
+                    build(out, synapses_total=12_000, seed=3, progress=False)
+                assert not is_complete(out)
+    assert report == build(fresh, synapses_total=12_000, seed=3, progress=False)
+    assert not (out / ".synth-checkpoint").exists()
+    a, b = OpenCave(out), OpenCave(fresh)
+    try:
+        assert a.collect_garbage(dry_run=True).paths == []
+        for table in b.tables.names(world.ALIGNED_VOLUME):
+            assert bulk(a, table).equals(bulk(b, table)), table
+        for version in (343, 1718):
+            assert rows(a, version, "synapses_pni_2").equals(rows(b, version, "synapses_pni_2"))
+        edits = [cave.segmentation(world.SEGMENTATION_TABLE).operations() for cave in (a, b)]
+        assert len(edits[0]) == len(edits[1]) == report.edits  # none applied twice
+    finally:
+        a.close()
+        b.close()

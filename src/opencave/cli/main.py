@@ -194,7 +194,8 @@ def synth(out: Annotated[Path, typer.Option("--out", help="Directory to create."
           seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
           memory_limit: Annotated[str, typer.Option(
               help="Memory DuckDB may use before spilling to disk.")] = "4GB") -> None:
-    """Generate the deterministic synthetic minnie65_public datastack."""
+    """Generate the deterministic synthetic minnie65_public datastack. Interrupted (Ctrl-C,
+    a crash), the same command resumes after the last step that finished."""
     from ..synth import build
 
     if synapses < 10_000:

@@ -77,6 +77,12 @@ class Filter:
             parts = [f"{c} BETWEEN ? AND ?" for c in cols]
             return " AND ".join(parts), [v for pair in zip(lo, hi, strict=True) for v in pair]
         if self.op is Op.IN:
+            if len(self.value) == 1:
+                # One neuron's synapses: a constant comparison prunes row groups by their
+                # min/max before the scan, where a semi-join over the list cannot (~9 ms of
+                # a 25 ms Q1 at 10^8). For several values the semi-join is faster than an
+                # IN list, whose min/max spans most row groups.
+                return f"{col} = ?::{sql_type}", [self.value[0]]
             return f"{col} IN (SELECT unnest(?::{sql_type}[]))", [list(self.value)]
         if self.op is Op.NOT_IN:
             return f"{col} NOT IN (SELECT unnest(?::{sql_type}[]))", [list(self.value)]

@@ -4,7 +4,8 @@ Steps (each with a progress bar): cells → raw synapses (streamed in parts) →
 edges (DuckDB) → segmentation graph with its false merges → the proofreading edits between
 versions → annotation tables as sorted segments → the twelve public versions, materialized
 incrementally. Deterministic for a given seed. Interrupting leaves the half-built directory
-marked incomplete; building again starts over.
+marked incomplete; building it again with the same size and seed resumes after the last
+step that finished.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ..timestamps import to_micros
 from . import edits as edit_plan
 from . import supervoxels, synapses, tables, world
 from .cells import Cells, make_cells, proofread_counts
+from .checkpoint import Checkpoint
 from .geometry import GEOMETRY, LAYOUT
 
 _INCOMPLETE = ".synth-incomplete"
@@ -53,32 +55,30 @@ class BuildReport:
 
 def build(out: Path, *, synapses_total: int = 1_000_000, seed: int = 0,
           progress: bool = True, memory_limit: str = "4GB") -> BuildReport:
+    """Build into ``out``; an interrupted build of the same size and seed there resumes
+    after the last step it finished (:mod:`.checkpoint`), anything else there is replaced."""
     out = Path(out)
-    if (out / "live.sqlite").exists() and not (out / _INCOMPLETE).exists():
+    if is_complete(out):
         raise Conflict(f"{out} already holds a datastack; choose an empty directory")
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    (out / _INCOMPLETE).touch()
-    work = out / ".synth-work"
-    work.mkdir()
+    checkpoint = Checkpoint.resume(out, synapses_total, seed)
+    if checkpoint is None:
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        (out / _INCOMPLETE).touch()
+        checkpoint = Checkpoint.start(out, synapses_total, seed)
+    elif progress:
+        print(f"resuming the build in {out} after its step {checkpoint.last or '(none)'!r}")
     cave = OpenCave(Settings(out, query_memory_limit=memory_limit))
-    con = duckdb.connect(str(work / "work.duckdb"))
-    con.execute("SET memory_limit = ?", [memory_limit])
-    con.execute("SET temp_directory = ?", [str(work / "spill")])
-    con.execute("SET TimeZone = 'UTC'")
-    # Every order that matters is asked for (ORDER BY); not keeping the others lets DuckDB
-    # stream and spill more freely.
-    con.execute("SET preserve_insertion_order = false")
     try:
         with steps(progress) as bar:
-            report = _build(cave, con, work, synapses_total, seed, bar)
-            con.close()  # frees the work database's buffers before the versions
-            shutil.rmtree(work)
-            report.versions = _materialize(cave, bar)
+            report = _build(cave, checkpoint, memory_limit, bar)
+            report.versions = _materialize(cave, checkpoint, bar)
+        if checkpoint.resumed:
+            cave.collect_garbage()  # what the interrupted step had written
     finally:
-        con.close()
         cave.close()
+    checkpoint.remove()
     (out / _INCOMPLETE).unlink()
     return report
 
@@ -87,27 +87,86 @@ def is_complete(out: Path) -> bool:
     return (Path(out) / "live.sqlite").exists() and not (Path(out) / _INCOMPLETE).exists()
 
 
-def _build(cave: OpenCave, con: duckdb.DuckDBPyConnection, work: Path, total: int,
-           seed: int, bar: Steps) -> BuildReport:
-    scale = total / world.REAL_SYNAPSES
-    rng = np.random.default_rng([seed, 1])
-    _register_datastack(cave)
-    cells = make_cells(scale, rng)
-    parts = _raw_synapses(cells, total, seed, work / "raw", bar)
+def _work_database(work: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
+    work.mkdir(exist_ok=True)
+    con = duckdb.connect(str(work / "work.duckdb"))
+    con.execute("SET memory_limit = ?", [memory_limit])
+    con.execute("SET temp_directory = ?", [str(work / "spill")])
+    con.execute("SET TimeZone = 'UTC'")
+    # Every order that matters is asked for (ORDER BY); not keeping the others lets DuckDB
+    # stream and spill more freely.
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+def _build(cave: OpenCave, checkpoint: Checkpoint, memory_limit: str,
+           bar: Steps) -> BuildReport:
+    """Every step up to the annotation tables, each skipped if an earlier run finished it
+    (what it made is then read back: its values from the checkpoint, its files in place)."""
+    total, seed = checkpoint.synapses, checkpoint.seed
+    cells = make_cells(total / world.REAL_SYNAPSES, np.random.default_rng([seed, 1]))
+    if checkpoint.finished("tables"):
+        return BuildReport(total, **checkpoint.values["report"])
+    work = cave.data.root / ".synth-work"
+    con = _work_database(work, memory_limit)
+    try:
+        if not checkpoint.finished("synapses"):
+            checkpoint.discard(".synth-work/raw")
+            _register_datastack(cave)
+            checkpoint.finish("synapses",
+                              parts=_raw_synapses(cells, total, seed, work / "raw", bar))
+        parts = checkpoint.values["parts"]
+        if not checkpoint.finished("supervoxels"):
+            _supervoxels(con, checkpoint, cells, parts, bar)
+        soma_sv, plan = checkpoint.kept("soma_sv"), checkpoint.kept("plan")
+        if not checkpoint.finished("segmentation"):
+            checkpoint.discard("segmentation")
+            _segmentation(cave, con, plan, bar)
+            checkpoint.finish("segmentation")
+        graph = SegmentationGraph.open(cave.live, _graph_directory(cave),
+                                       world.SEGMENTATION_TABLE)
+        if not checkpoint.finished("anchors"):
+            checkpoint.discard("truth")
+            _write_anchors(con, graph, work / "anchors", bar)
+            if total <= TRUTH_MAX_SYNAPSES:
+                _write_truth(cave.data.root / "truth", con, plan)
+            con.execute("DROP TABLE endpoints")  # the pieces and anchors were its last readers
+            checkpoint.finish("anchors")
+        if not checkpoint.finished("edits"):
+            _apply_edits(graph, plan, bar)
+            checkpoint.finish("edits")
+        if not checkpoint.finished("supervoxel roots"):
+            checkpoint.discard(".synth-work/sv_root")
+            _sv_roots(con, graph, work / "sv_root", bar)
+            checkpoint.finish("supervoxel roots")
+        _sv_root_view(con, work / "sv_root")
+        checkpoint.discard("tables")
+        _write_tables(cave, con, graph, cells, soma_sv, parts, seed, bar)
+        report = {"cells": len(cells), "supervoxels": graph.base.n_sv,
+                  "edits": len(plan.edits)}
+    finally:
+        con.close()  # frees the work database's buffers before the versions
+    shutil.rmtree(work)
+    checkpoint.finish("tables", report=report)
+    return BuildReport(total, **report)
+
+
+def _supervoxels(con: duckdb.DuckDBPyConnection, checkpoint: Checkpoint, cells: Cells,
+                 parts: list[str], bar: Steps) -> None:
+    """Supervoxels and edges in the work database; the soma supervoxels and the edit plan
+    kept in the checkpoint (a later step drops the table they are computed from)."""
     task = bar.task("supervoxels and edges", 1)
     supervoxels.assign(con, parts, cells)
     soma_sv = supervoxels.soma_supervoxels(con, len(cells))
-    plan = edit_plan.plan(con, cells, soma_sv, np.random.default_rng([seed, 2]))
+    checkpoint.keep("soma_sv", soma_sv)
+    checkpoint.keep("plan", edit_plan.plan(con, cells, soma_sv,
+                                           np.random.default_rng([checkpoint.seed, 2])))
     bar.done(task)
-    graph = _segmentation(cave, con, plan, bar)
-    _write_anchors(con, graph, work / "anchors", bar)
-    if total <= TRUTH_MAX_SYNAPSES:
-        _write_truth(cave.data.root / "truth", con, plan)
-    con.execute("DROP TABLE endpoints")  # the pieces and anchors were its last readers
-    _apply_edits(graph, plan, bar)
-    _sv_roots(con, graph, work / "sv_root", bar)
-    _write_tables(cave, con, graph, cells, soma_sv, parts, seed, bar)
-    return BuildReport(total, len(cells), graph.base.n_sv, len(plan.edits))
+    checkpoint.finish("supervoxels")
+
+
+def _graph_directory(cave: OpenCave) -> Path:
+    return cave.data.segmentation / world.SEGMENTATION_TABLE
 
 
 def _register_datastack(cave: OpenCave) -> None:
@@ -134,10 +193,10 @@ def _raw_synapses(cells: Cells, total: int, seed: int, out: Path, bar: Steps) ->
 
 
 def _segmentation(cave: OpenCave, con: duckdb.DuckDBPyConnection, plan: edit_plan.EditPlan,
-                  bar: Steps) -> SegmentationGraph:
+                  bar: Steps) -> None:
     """The graph, streamed from the work database into the builder (its own progress bars)."""
-    return SegmentationGraph.create_streamed(
-        cave.live, cave.data.segmentation / world.SEGMENTATION_TABLE,
+    SegmentationGraph.create_streamed(
+        cave.live, _graph_directory(cave),
         table_id=world.SEGMENTATION_TABLE, layout=LAYOUT, geometry=GEOMETRY,
         supervoxels=supervoxels.supervoxel_batches(con),
         edges=supervoxels.edge_batches(con, plan.initial_edges),
@@ -207,8 +266,11 @@ def _sv_roots(con: duckdb.DuckDBPyConnection, graph: SegmentationGraph, out: Pat
                        out / f"part-{part:06d}.parquet")
         graph.base.drop_pages()
         bar.advance(task, len(svs))
+
+
+def _sv_root_view(con: duckdb.DuckDBPyConnection, parts: Path) -> None:
     con.execute("CREATE OR REPLACE VIEW sv_root AS SELECT * FROM "
-                f"read_parquet('{_sql_path(out / '*.parquet')}')")
+                f"read_parquet('{_sql_path(parts / '*.parquet')}')")
 
 
 def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: SegmentationGraph,
@@ -291,12 +353,13 @@ def _roots(graph: SegmentationGraph, svs: np.ndarray, when: datetime) -> np.ndar
     return graph.get_roots(np.asarray(svs, dtype=np.uint64), timestamp=when)
 
 
-def _materialize(cave: OpenCave, bar: Steps) -> list[int]:
+def _materialize(cave: OpenCave, checkpoint: Checkpoint, bar: Steps) -> list[int]:
     task = bar.task("versions", len(world.VERSIONS))
     materializer = cave.materializer()
-    done = []
     for number, timestamp in world.VERSIONS:
-        materializer.materialize(world.DATASTACK, timestamp, version=number)
-        done.append(number)
+        step = f"version {number}"
+        if not checkpoint.finished(step):
+            materializer.materialize(world.DATASTACK, timestamp, version=number)
+            checkpoint.finish(step)
         bar.advance(task)
-    return done
+    return [number for number, _ in world.VERSIONS]
