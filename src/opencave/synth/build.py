@@ -105,17 +105,18 @@ def _build(cave: OpenCave, checkpoint: Checkpoint, memory_limit: str,
     (what it made is then read back: its values from the checkpoint, its files in place)."""
     total, seed = checkpoint.synapses, checkpoint.seed
     cells = make_cells(total / world.REAL_SYNAPSES, np.random.default_rng([seed, 1]))
-    if checkpoint.finished("tables"):
-        return BuildReport(total, **checkpoint.values["report"])
     work = cave.data.root / ".synth-work"
+    if checkpoint.finished("tables"):
+        checkpoint.discard(work.name)  # if it was stopped before removing it
+        return BuildReport(total, **checkpoint.values["report"])
     con = _work_database(work, memory_limit)
     try:
         if not checkpoint.finished("synapses"):
             checkpoint.discard(".synth-work/raw")
             _register_datastack(cave)
-            checkpoint.finish("synapses",
-                              parts=_raw_synapses(cells, total, seed, work / "raw", bar))
-        parts = checkpoint.values["parts"]
+            parts = _raw_synapses(cells, total, seed, work / "raw", bar)
+            checkpoint.finish("synapses", parts=[Path(p).name for p in parts])
+        parts = [str(work / "raw" / name) for name in checkpoint.values["parts"]]
         if not checkpoint.finished("supervoxels"):
             _supervoxels(con, checkpoint, cells, parts, bar)
         soma_sv, plan = checkpoint.kept("soma_sv"), checkpoint.kept("plan")
@@ -146,8 +147,8 @@ def _build(cave: OpenCave, checkpoint: Checkpoint, memory_limit: str,
                   "edits": len(plan.edits)}
     finally:
         con.close()  # frees the work database's buffers before the versions
-    shutil.rmtree(work)
     checkpoint.finish("tables", report=report)
+    shutil.rmtree(work)
     return BuildReport(total, **report)
 
 
