@@ -221,7 +221,7 @@ def _copy_sorted_by_id(stream, copies: list[CopyIn], spill: Path) -> int:  # typ
         con.execute("SET preserve_insertion_order = false")
         con.execute("SET TimeZone = 'UTC'")
         reader = pa.RecordBatchReader.from_batches(stream.schema, iter(stream))  # noqa: F841
-        sorted_rows = con.sql("SELECT * FROM reader ORDER BY id").fetch_record_batch(100_000)
+        sorted_rows = con.sql("SELECT * FROM reader ORDER BY id").to_arrow_reader(100_000)
         queues = [queue.Queue(maxsize=4) for _ in copies]
         errors: list[BaseException] = []
 

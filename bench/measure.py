@@ -145,7 +145,8 @@ class Harness:
         """Each call on every path, ``repeat`` rounds, the order of paths rotating each
         round; one unmeasured warm-up round first. Figures are medians over all
         (call, round) pairs."""
-        paths = [p for p in paths if p != "postgres" or (self.pg_sql and self.psql)]
+        loaded = self.pg_sql and all(call.version in self.psql for call in calls)
+        paths = [p for p in paths if p != "postgres" or loaded]
         result = CaseResult(name, {p: [] for p in paths})
         for call in calls:  # the first call fills caveclient's metadata caches
             capture(self.client, call)

@@ -48,6 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=320, help="Q5: requests in total")
     parser.add_argument("--clients", type=int, default=16, help="Q5: concurrent clients")
     parser.add_argument("--no-postgres", action="store_true", help="skip the baseline")
+    parser.add_argument("--pg-versions", default="",
+                        help="comma-separated versions to load into PostgreSQL (default: every "
+                        "version a case reads; each takes a full copy of the tables, ~28 GB "
+                        "at 10^8): a case at another version runs without the baseline")
     parser.add_argument("--keep-postgres", action="store_true",
                         help="keep the loaded PostgreSQL under bench/.cache and reuse it")
     parser.add_argument("--no-full-stream", action="store_true",
@@ -139,7 +143,7 @@ def run(args: argparse.Namespace, home: str) -> dict[str, Any]:
     server = Server(data, CACHE / f"server-{args.synapses}.log")
     try:
         if pg is not None:
-            versions = sorted({*P_SIZES, LATEST})
+            versions = pg_versions(args.pg_versions)
             loads = []
             t0 = time.perf_counter()
             for version in versions:
@@ -192,6 +196,17 @@ def run(args: argparse.Namespace, home: str) -> dict[str, Any]:
     return results
 
 
+def pg_versions(wanted: str) -> list[int]:
+    """The versions the cases read, or those of them in ``wanted`` (comma-separated)."""
+    read = {*P_SIZES, LATEST}
+    if not wanted:
+        return sorted(read)
+    chosen = {int(v) for v in wanted.split(",")}
+    if not chosen <= read:
+        raise SystemExit(f"--pg-versions: the cases read versions {sorted(read)}")
+    return sorted(chosen)
+
+
 def cases(picks: Any) -> dict[str, list[Call]]:
     p = {int(v): tuple(ids) for v, ids in picks.proofread.items()}
     return {
@@ -237,7 +252,8 @@ def q5(args: argparse.Namespace, server: Server, home: str, calls: dict[str, lis
                            "server_peak_rss": watch.peak}
     log(f"  {http.throughput:.1f} req/s, p50 {http.percentile(50):.3f} s, p99 "
         f"{http.percentile(99):.3f} s, {len(http.errors)} errors {http.aborted or ''}")
-    if pg is not None and sql is not None:
+    if pg is not None and sql is not None and {c.version for c in mix} <= set(
+            pg_versions(args.pg_versions)):
         log(f"Q5 {args.clients} clients × {len(mix)} requests (PostgreSQL) …")
         base = concurrency.run_postgres(
             lambda v: pg.session(database(v), fetch_count=concurrency.PG_FETCH_COUNT), sql,

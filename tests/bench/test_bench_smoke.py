@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from bench.postgres import available
 from bench.run import main
 
 
@@ -21,3 +24,18 @@ def test_bench_runs_on_a_small_datastack(synth_dir: Path, tmp_path: Path, capsys
     for case in data["cases"].values():
         # caveclient's synapse_query drops autapses; nothing else may differ
         assert case["rows"]["engine"] >= case["rows"]["caveclient"]
+
+
+@pytest.mark.skipif(not available(), reason="needs the PostgreSQL 15 server binaries")
+def test_the_baseline_loads_only_the_versions_asked_for(synth_dir: Path, tmp_path: Path):
+    """``--pg-versions 1718``: a real PostgreSQL holds that version alone (a full copy of
+    the tables per version, ~28 GB at 10^8); cases at 1718 get the baseline, the others
+    run without it."""
+    results = tmp_path / "results.json"
+    main(["--data", str(synth_dir), "--synapses", "30000", "--repeat", "1",
+          "--pg-versions", "1718", "--only", "q1,q2", "--results", str(results)])
+    data = json.loads(results.read_text())
+    assert {load["version"] for load in data["postgres"]["loads"]} == {1718}
+    baseline = {name: "postgres" in case["median"] for name, case in data["cases"].items()}
+    assert baseline == {"Q1 out": True, "Q1 in": True, "Q2 |P|=1,436 v1181": False,
+                        "Q2 |P|=2,275 v1718": True}

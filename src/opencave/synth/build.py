@@ -131,8 +131,10 @@ def _build(cave: OpenCave, checkpoint: Checkpoint, memory_limit: str,
             _write_anchors(con, graph, work / "anchors", bar)
             if total <= TRUTH_MAX_SYNAPSES:
                 _write_truth(cave.data.root / "truth", con, plan)
-            con.execute("DROP TABLE endpoints")  # the pieces and anchors were its last readers
             checkpoint.finish("anchors")
+        # The pieces and anchors were its last readers (dropped only once they are done:
+        # a resumed anchors step reads it again).
+        con.execute("DROP TABLE IF EXISTS endpoints")
         if not checkpoint.finished("edits"):
             _apply_edits(graph, plan, bar)
             checkpoint.finish("edits")
