@@ -10,6 +10,7 @@ step that finished.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -74,8 +75,9 @@ def build(out: Path, *, synapses_total: int = 1_000_000, seed: int = 0,
         with steps(progress) as bar:
             report = _build(cave, checkpoint, memory_limit, bar)
             report.versions = _materialize(cave, checkpoint, bar)
-        if checkpoint.resumed:
-            cave.collect_garbage()  # what the interrupted step had written
+        if checkpoint.resumed:  # what an interrupted step wrote that no version uses;
+            with contextlib.suppress(Conflict):  # left to `opencave gc` if the dir is in use
+                cave.collect_garbage()
     finally:
         cave.close()
     checkpoint.remove()
