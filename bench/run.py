@@ -304,8 +304,9 @@ def machine() -> dict[str, Any]:
 
 def _command(args: argparse.Namespace) -> str:
     """How to rerun this benchmark: ``make bench`` when it ran with the defaults."""
-    if args.no_postgres or args.only or args.data:
+    if args.no_postgres or args.only or args.data or args.pg_versions:
         options = " --no-postgres" if args.no_postgres else ""
+        options += f" --pg-versions {args.pg_versions}" if args.pg_versions else ""
         options += f" --only {args.only}" if args.only else ""
         options += f" --data {args.data}" if args.data else ""
         return f"python -m bench --synapses {args.synapses}{options} --repeat {args.repeat}"
