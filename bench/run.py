@@ -201,10 +201,10 @@ def pg_versions(wanted: str) -> list[int]:
     read = {*P_SIZES, LATEST}
     if not wanted:
         return sorted(read)
-    chosen = {int(v) for v in wanted.split(",")}
-    if not chosen <= read:
-        raise SystemExit(f"--pg-versions: the cases read versions {sorted(read)}")
-    return sorted(chosen)
+    chosen = {v.strip() for v in wanted.split(",")}
+    if not chosen <= {str(v) for v in read}:
+        raise SystemExit(f"--pg-versions {wanted}: the cases read versions {sorted(read)}")
+    return sorted(int(v) for v in chosen)
 
 
 def cases(picks: Any) -> dict[str, list[Call]]:
