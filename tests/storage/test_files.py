@@ -21,15 +21,18 @@ def test_garbage_is_unkept_stored_files_and_temporaries_of_killed_writers(tmp_pa
     spill.mkdir()
     (spill / "sort-run.bin").write_bytes(b"x" * 10)
     half_written = tables / "delta-4.parquet.tmp-0a1b2c3d"
-    for path in [*kept, *replaced, half_written]:
+    graph = tmp_path / "segmentation" / "graph"
+    killed_build = graph / ".build"  # a graph build's work files, left by a killed one
+    for path in [*kept, *replaced, half_written, graph / "parent.npy", killed_build / "x.npy"]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x" * 100)
     (tmp_path / "live.sqlite").write_bytes(b"x")  # outside tables/ and versions/: never
     garbage = data.garbage(set(kept))
-    assert sorted(garbage) == sorted([*replaced, spill, half_written])
-    assert sum(disk_bytes(path) for path in garbage) == 4 * 100 + 10
+    assert sorted(garbage) == sorted([*replaced, spill, half_written, killed_build])
+    assert sum(disk_bytes(path) for path in garbage) == 5 * 100 + 10
     DataDir.remove(garbage)
     assert all(path.exists() for path in kept) and (tmp_path / "live.sqlite").exists()
+    assert (graph / "parent.npy").exists()
     assert data.garbage(set(kept)) == []
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import Conflict, InvalidRequest, describe_choices
 from ..progress import Steps, steps
+from ..storage.files import GRAPH_BUILD_WORK
 from .arrays import unique
 from .base import ARRAYS, BaseMeta, SortedIds
 from .buckets import Buckets
@@ -166,7 +167,7 @@ class _Builder:
         self.root_segment_start = root_segment_start
         self.batch_nodes = max(1, batch_nodes)
         self.bar = bar
-        self.work = directory / ".build"
+        self.work = directory / GRAPH_BUILD_WORK
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir()
         self.out = Outputs(directory)

@@ -80,13 +80,15 @@ class DataDir:
     def garbage(self, kept: set[Path]) -> list[Path]:
         """What no one needs: stored files (under ``tables/`` and ``versions/``) not in
         ``kept``, temporaries left by killed writers (files, and the spill directories DuckDB
-        keeps beside a database it writes) and DuckDB's spill files. Only safe to remove while
-        no other process uses the directory: a writer's files are not kept by anyone yet."""
+        keeps beside a database it writes), DuckDB's spill files and the work directories of
+        killed segmentation graph builds. Only safe to remove while no other process uses
+        the directory: a writer's files are not kept by anyone yet."""
         kept = {path.resolve() for path in kept}
         temporaries = set(self.root.rglob(f"*{_TMP_MARK}*"))
         found = [p for p in temporaries if temporaries.isdisjoint(p.parents)]  # outermost
         if self.spill.is_dir():
             found.extend(self.spill.iterdir())
+        found.extend(self.segmentation.glob(f"*/{GRAPH_BUILD_WORK}"))
         for top in (self.tables, self.versions):
             found.extend(p for p in top.rglob("*") if p.is_file() and p.resolve() not in kept
                          and _TMP_MARK not in self.relative(p))
@@ -100,6 +102,10 @@ class DataDir:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+
+
+#: Where a segmentation graph build keeps its work files (removed when it finishes).
+GRAPH_BUILD_WORK = ".build"
 
 
 class DirectoryLock:
