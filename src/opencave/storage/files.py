@@ -49,6 +49,11 @@ class DataDir:
         return self.root / "versions"
 
     @property
+    def live_store(self) -> Path:
+        """The SQLite live store's file (when the live store is not on PostgreSQL)."""
+        return self.root / "live.sqlite"
+
+    @property
     def spill(self) -> Path:
         """Where DuckDB spills what does not fit in its memory."""
         return self.root / ".spill"
@@ -70,7 +75,7 @@ class DataDir:
         return self.root / relative
 
     def exists(self) -> bool:
-        return (self.root / "live.sqlite").exists()
+        return self.live_store.exists()
 
     def lock(self) -> DirectoryLock:
         """The directory's lock, held shared until released (see :class:`DirectoryLock`)."""

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, DateTime, Engine, MetaData, TypeDecorator, create_engine, event
 
 from ..timestamps import as_utc
+from .files import DataDir
 
 #: Every live table of every component is declared on this one MetaData.
 LIVE_METADATA = MetaData()
@@ -36,7 +37,7 @@ class LiveStore:
     @classmethod
     def in_directory(cls, data_dir: Path) -> LiveStore:
         data_dir.mkdir(parents=True, exist_ok=True)
-        return cls(f"sqlite:///{data_dir / 'live.sqlite'}")
+        return cls(f"sqlite:///{DataDir(data_dir).live_store}")
 
     @property
     def is_sqlite(self) -> bool:

@@ -30,7 +30,7 @@ from ..progress import Steps, steps
 from ..segmentation import SegmentationGraph
 from ..segmentation.locate import SupervoxelLocator
 from ..settings import Settings
-from ..storage.files import unique_name
+from ..storage.files import DataDir, unique_name
 from ..storage.segments import Segment, copy_sorted_segment, max_id, write_table_segment
 from ..timestamps import to_micros
 from . import edits as edit_plan
@@ -86,7 +86,7 @@ def build(out: Path, *, synapses_total: int = 1_000_000, seed: int = 0,
 
 
 def is_complete(out: Path) -> bool:
-    return (Path(out) / "live.sqlite").exists() and not (Path(out) / _INCOMPLETE).exists()
+    return DataDir(out).exists() and not (Path(out) / _INCOMPLETE).exists()
 
 
 def _work_database(work: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
@@ -106,15 +106,16 @@ def _build(cave: OpenCave, checkpoint: Checkpoint, memory_limit: str,
     """Every step up to the annotation tables, each skipped if an earlier run finished it
     (what it made is then read back: its values from the checkpoint, its files in place)."""
     total, seed = checkpoint.synapses, checkpoint.seed
-    cells = make_cells(total / world.REAL_SYNAPSES, np.random.default_rng([seed, 1]))
     work = cave.data.root / ".synth-work"
     if checkpoint.finished("tables"):
-        checkpoint.discard(work.name)  # if it was stopped before removing it
+        DataDir.remove([work])  # if it was stopped before removing it
         return BuildReport(total, **checkpoint.values["report"])
+    cells = make_cells(total / world.REAL_SYNAPSES, np.random.default_rng([seed, 1]))
     con = _work_database(work, memory_limit)
     try:
+        # A step that an earlier run began but did not finish starts again from nothing.
         if not checkpoint.finished("synapses"):
-            checkpoint.discard(".synth-work/raw")
+            DataDir.remove([work / "raw"])
             _register_datastack(cave)
             parts = _raw_synapses(cells, total, seed, work / "raw", bar)
             checkpoint.finish("synapses", parts=[Path(p).name for p in parts])
@@ -123,13 +124,13 @@ def _build(cave: OpenCave, checkpoint: Checkpoint, memory_limit: str,
             _supervoxels(con, checkpoint, cells, parts, bar)
         soma_sv, plan = checkpoint.kept("soma_sv"), checkpoint.kept("plan")
         if not checkpoint.finished("segmentation"):
-            checkpoint.discard("segmentation")
+            DataDir.remove([cave.data.segmentation])
             _segmentation(cave, con, plan, bar)
             checkpoint.finish("segmentation")
         graph = SegmentationGraph.open(cave.live, _graph_directory(cave),
                                        world.SEGMENTATION_TABLE)
         if not checkpoint.finished("anchors"):
-            checkpoint.discard("truth")
+            DataDir.remove([cave.data.root / "truth"])
             _write_anchors(con, graph, work / "anchors", bar)
             if total <= TRUTH_MAX_SYNAPSES:
                 _write_truth(cave.data.root / "truth", con, plan)
@@ -141,11 +142,11 @@ def _build(cave: OpenCave, checkpoint: Checkpoint, memory_limit: str,
             _apply_edits(graph, plan, bar)
             checkpoint.finish("edits")
         if not checkpoint.finished("supervoxel roots"):
-            checkpoint.discard(".synth-work/sv_root")
+            DataDir.remove([work / "sv_root"])
             _sv_roots(con, graph, work / "sv_root", bar)
             checkpoint.finish("supervoxel roots")
         _sv_root_view(con, work / "sv_root")
-        checkpoint.discard("tables")
+        DataDir.remove([cave.data.tables])
         _write_tables(cave, con, graph, cells, soma_sv, parts, seed, bar)
         report = {"cells": len(cells), "supervoxels": graph.base.n_sv,
                   "edits": len(plan.edits)}

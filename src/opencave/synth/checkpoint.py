@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..storage.files import atomic_path
+from ..storage.files import DataDir, atomic_path
 
 #: Bump when steps change what they leave behind: an older checkpoint then starts over.
 FORMAT = 1
-LIVE = "live.sqlite"
 
 
 @dataclass
@@ -33,7 +32,6 @@ class Checkpoint:
     seed: int
     done: list[str] = field(default_factory=list)
     values: dict[str, Any] = field(default_factory=dict)
-    live: str | None = None  # the copy of the live store as the last finished step left it
     resumed: bool = False
 
     @property
@@ -60,7 +58,7 @@ class Checkpoint:
                 FORMAT, synapses, seed):
             return None
         checkpoint = cls(Path(out), synapses, seed, list(state["done"]), state["values"],
-                         state["live"], resumed=True)
+                         resumed=True)
         checkpoint._restore_live()
         return checkpoint
 
@@ -75,22 +73,19 @@ class Checkpoint:
         """Record ``step`` as done, with the live store as it is now and ``values`` (JSON).
         The state file is the one commit point: until it is replaced, the step is not done
         and the previous copy of the store is the one a resume puts back."""
-        live = f"live-{len(self.done) + 1}.sqlite"
-        with atomic_path(self.directory / live) as tmp:
-            source = sqlite3.connect(self.out / LIVE)
+        previous = self._live_copy(len(self.done))
+        with atomic_path(self._live_copy(len(self.done) + 1)) as tmp:
+            source = sqlite3.connect(DataDir(self.out).live_store)
             target = sqlite3.connect(tmp)
             try:
                 source.backup(target)  # a consistent copy, whatever the store's journal
             finally:
                 target.close()
                 source.close()
-        previous = self.live
         self.done.append(step)
         self.values.update(values)
-        self.live = live
         self._save()
-        if previous:
-            (self.directory / previous).unlink(missing_ok=True)
+        previous.unlink(missing_ok=True)
 
     def keep(self, name: str, value: Any) -> None:
         """Keep a value that is not JSON (NumPy arrays, dataclasses) for later steps."""
@@ -101,28 +96,24 @@ class Checkpoint:
         """A value :meth:`keep` wrote (this build's own file, never outside input)."""
         return pickle.loads((self.directory / f"{name}.pickle").read_bytes())
 
-    def discard(self, *relative: str) -> None:
-        """Remove what an unfinished step may have left (paths relative to the build)."""
-        for name in relative:
-            path = self.out / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
-
     def remove(self) -> None:
         shutil.rmtree(self.directory)
 
+    def _live_copy(self, steps_done: int) -> Path:
+        """The copy of the live store as the first ``steps_done`` steps left it."""
+        return self.directory / f"live-{steps_done}.sqlite"
+
     def _restore_live(self) -> None:
+        live = DataDir(self.out).live_store
         for suffix in ("-wal", "-shm", "-journal"):  # a killed writer's journal must not replay
-            (self.out / f"{LIVE}{suffix}").unlink(missing_ok=True)
-        if self.live is None:  # nothing finished yet: the build starts a new store
-            (self.out / LIVE).unlink(missing_ok=True)
-        else:
-            shutil.copyfile(self.directory / self.live, self.out / LIVE)
+            live.with_name(live.name + suffix).unlink(missing_ok=True)
+        if self.done:
+            shutil.copyfile(self._live_copy(len(self.done)), live)
+        else:  # nothing finished yet: the build starts a new store
+            live.unlink(missing_ok=True)
 
     def _save(self) -> None:
         state = {"format": FORMAT, "synapses": self.synapses, "seed": self.seed,
-                 "done": self.done, "values": self.values, "live": self.live}
+                 "done": self.done, "values": self.values}
         with atomic_path(self.directory / "state.json") as tmp:
             tmp.write_text(json.dumps(state, indent=1))
