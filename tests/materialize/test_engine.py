@@ -1,14 +1,16 @@
 """The query engine admits a bounded number of queries at once: the others wait for a slot,
-and a clear 503 (Busy) comes back only when none frees in time."""
+and a clear 503 (Busy) comes back only when none frees in time. It parses each statement
+text once and binds every later query's values to it."""
 
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from opencave.errors import Busy
-from opencave.materialize.engine import QueryEngine
+from opencave.materialize.engine import PARSED_STATEMENTS, QueryEngine
 from opencave.materialize.query import CompiledQuery
 
 
@@ -51,3 +53,22 @@ def test_a_failing_query_gives_its_slot_back(engine):
     with pytest.raises(Exception, match="nope"):
         engine.stream(CompiledQuery("SELECT * FROM nope", [], (), "", []))
     assert engine.count(numbers(2)) == 2
+
+
+def test_one_parsed_statement_answers_every_value_bound_to_it_from_any_thread():
+    engine = QueryEngine(max_queries=4)
+    sizes = [n % 97 for n in range(400)]
+    with ThreadPoolExecutor(8) as pool:
+        counted = list(pool.map(lambda n: engine.stream(numbers(n)).read_all().num_rows,
+                                sizes))
+    assert counted == sizes
+    assert [engine.count(numbers(n)) for n in (0, 5, 96)] == [0, 5, 96]
+    assert len(engine._parsed) == 2  # the query's text and its count's, parsed once each
+    engine.close()
+
+
+def test_the_parsed_statements_kept_are_bounded(engine):
+    for n in range(PARSED_STATEMENTS + 20):
+        assert engine.stream(CompiledQuery(f"SELECT {n} AS n", [], (), "", [])).read_all()[
+            "n"].to_pylist() == [n]
+    assert len(engine._parsed) == PARSED_STATEMENTS

@@ -155,7 +155,9 @@ class InfoService:
             return sorted(conn.execute(sa.select(datastacks.c.name)).scalars())
 
     def datastack(self, name: str) -> Datastack:
-        query = sa.select(datastacks, aligned_volumes.c.name.label("av_name")).join(
+        # One query for both (every request resolves its datastack first).
+        volume = [c.label(f"av_{c.name}") for c in aligned_volumes.columns]
+        query = sa.select(datastacks, *volume).join(
             aligned_volumes, aligned_volumes.c.id == datastacks.c.aligned_volume_id
         ).where(datastacks.c.name == name)
         with self.live.connect() as conn:
@@ -168,7 +170,8 @@ class InfoService:
             )
         return Datastack(
             name=row["name"],
-            aligned_volume=self.aligned_volume(row["av_name"]),
+            aligned_volume=AlignedVolume(**{c.name: row[f"av_{c.name}"]
+                                             for c in aligned_volumes.columns}),
             segmentation_table=row["segmentation_table"],
             description=row["description"],
             synapse_table=row["synapse_table"],

@@ -32,6 +32,8 @@ class Relation:
     cluster_key: str = "id"
     #: Changes on top of the snapshot, in memory (live queries at a timestamp).
     live: Changes | None = None
+    #: The table owner's notice, returned with every answer that reads it.
+    notice: str | None = None
     extra: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
 
     @cached_property
@@ -42,7 +44,7 @@ class Relation:
     def of_table(cls, table: AnnotationTable, snapshot: TableSnapshot | None, *,
                  live: Changes | None = None) -> Relation:
         return cls(table.table_name, table.schema.columns(), table.voxel_resolution, snapshot,
-                   table.cluster_key, live=live)
+                   table.cluster_key, live=live, notice=table.notice_text)
 
     @cached_property
     def serving_keys(self) -> tuple[str, ...]:

@@ -115,7 +115,7 @@ class MaterializationService:
         v = self.versions.get(datastack, version)
         relation = self._relation(user, ds, v, table)
         query = parse_query(body, [relation], random_sample=random_sample)
-        return self._run(query, count=count, notices=[self._annotation_table(ds, table)])
+        return self._run(query, count=count)
 
     def join_query(self, datastack: str, version: int, body: Mapping[str, Any], *,
                    random_sample: Any = None, count: bool = False,
@@ -129,7 +129,7 @@ class MaterializationService:
         ds = self.access.datastack(user, datastack)
         v = self.versions.get(datastack, version)
         relations = [self._relation(user, ds, v, str(name)) for name, _ in spec]
-        return self._join(ds, body, relations, [str(c) for _, c in spec],
+        return self._join(body, relations, [str(c) for _, c in spec],
                           random_sample=random_sample, count=count)
 
     def live_query(self, datastack: str, body: Mapping[str, Any], *,
@@ -152,8 +152,7 @@ class MaterializationService:
             [str(joins[0][1]), str(joins[0][3])] if joins else ()), random_sample=random_sample)
         if not allow_invalid_root_ids:
             self._require_valid_roots(ds, query.filters, timestamp)
-        return self._run(query, count=False,
-                         notices=[self._annotation_table(ds, n) for n in names])
+        return self._run(query, count=False)
 
     def diff(self, datastack: str, table: str, before: int | datetime, after: int | datetime,
              *, user: User = ANONYMOUS) -> pa.Table:
@@ -198,10 +197,7 @@ class MaterializationService:
         view = self._view_at(user, datastack, version, name)
         relations, _ = self._view_parts(user, datastack, version, view)
         query = view_query(view, relations, body, random_sample)
-        ds = self.access.datastack(user, datastack)
-        notices = [self._annotation_table(ds, r.name) for r in relations]
-        return self._run(query, count=count, notices=notices,
-                         extra_notice=view.notice_text)
+        return self._run(query, count=count, extra_notice=view.notice_text)
 
     def check_view(self, view: View, version: int) -> dict[str, Any]:
         """Validate a view against a version's tables (as the system, which may read every
@@ -269,17 +265,16 @@ class MaterializationService:
 
     # --- internals -------------------------------------------------------------------
 
-    def _join(self, ds: Datastack, body: Mapping[str, Any], relations: list[Relation],
-              columns: list[str], *, random_sample: Any, count: bool) -> QueryResult:
+    def _join(self, body: Mapping[str, Any], relations: list[Relation], columns: list[str],
+              *, random_sample: Any, count: bool) -> QueryResult:
         if relations[0].name == relations[1].name:
             raise InvalidRequest("a join query needs two different tables")
         query = parse_query(body, relations, join_columns=columns, random_sample=random_sample)
-        notices = [self._annotation_table(ds, r.name) for r in relations]
-        return self._run(query, count=count, notices=notices)
+        return self._run(query, count=count)
 
-    def _run(self, query: Query, *, count: bool, notices: list[AnnotationTable],
+    def _run(self, query: Query, *, count: bool,
              extra_notice: str | None = None) -> QueryResult:
-        warnings = [t.notice_text for t in notices if t.notice_text]
+        warnings = [r.notice for r in query.relations if r.notice]
         if extra_notice:
             warnings.append(extra_notice)
         limit = query.limit
