@@ -61,7 +61,8 @@ class OpenCave:
         self.engine = QueryEngine(threads=settings.query_threads,
                                   memory_limit=settings.query_memory_limit,
                                   spill_dir=self.data.spill,
-                                  max_queries=settings.max_queries)
+                                  max_queries=settings.max_queries,
+                                  lookup_queries=settings.lookup_queries)
         self.changes = ChangeFinder(self.data, self.tables, self.rows, self.engine)
         self.views = Views(self.live)
         self._graphs: dict[str, SegmentationGraph] = {}

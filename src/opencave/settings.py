@@ -16,6 +16,7 @@ DEFAULT_QUERY_MEMORY = "1GB"
 _WHOLE_NUMBERS = {
     "row_cap": ("OPENCAVE_ROW_CAP", 1), "query_threads": ("OPENCAVE_THREADS", 1),
     "max_queries": ("OPENCAVE_MAX_QUERIES", 1),
+    "lookup_queries": ("OPENCAVE_LOOKUP_QUERIES", 1),
     "compact_whole_rows": ("OPENCAVE_COMPACT_WHOLE_ROWS", 0),
     "version_lifetime_days": ("OPENCAVE_VERSION_LIFETIME_DAYS", 1),
 }
@@ -53,6 +54,10 @@ class Settings:
     query_threads: int | None = field(default_factory=lambda: _env_int("OPENCAVE_THREADS"))
     #: Queries running at once; more wait for a slot (a 503 after two minutes).
     max_queries: int | None = field(default_factory=lambda: _env_int("OPENCAVE_MAX_QUERIES"))
+    #: Lookups (a few neurons' rows) running at once, beside those: a neuron's synapses do
+    #: not wait while other clients download large results.
+    lookup_queries: int | None = field(default_factory=lambda: _env_int(
+        "OPENCAVE_LOOKUP_QUERIES"))
     #: DuckDB memory for queries; beyond it, joins and sorts spill to ``<data>/.spill``.
     #: It also bounds DuckDB's cache of file blocks, which at DuckDB's default (80% of RAM)
     #: grew a server streaming a 10^8-row table to 6 GiB; at 1 GB the server peaked at

@@ -9,6 +9,7 @@ import pytest
 
 from opencave.api import create_app
 from opencave.instance import OpenCave
+from opencave.materialize import query
 from opencave.materialize.engine import QueryEngine
 from tests.conftest import LiveServer, assert_error
 from tests.materialize.test_engine import numbers
@@ -149,8 +150,8 @@ def test_a_server_at_capacity_answers_503_with_retry_after(synth_dir):
     """Queries beyond the server's slots wait; when none frees in time the answer is a 503
     with ``Retry-After`` (caveclient retries those by itself), not a 500."""
     with OpenCave(synth_dir) as cave:
-        cave.engine = QueryEngine(max_queries=1, queue_seconds=0.2)
-        holding = cave.engine.stream(numbers(10))
+        cave.engine = QueryEngine(max_queries=1, lookup_queries=1, queue_seconds=0.2)
+        holding = cave.engine.stream(numbers(10, lookup=True))  # the nuclei are few: a lookup
         with LiveServer(create_app(cave)) as live, httpx.Client(base_url=live.url) as client:
             busy = client.post(f"{V}/{DS}/version/1718/table/nucleus_detection_v0/query",
                                json={}, params={"arrow_format": True})
@@ -160,3 +161,26 @@ def test_a_server_at_capacity_answers_503_with_retry_after(synth_dir):
     assert assert_error(busy, 503, "try again")["error"] == "busy"
     assert busy.headers["retry-after"] == "2"
     assert served.status_code == 200
+
+
+def test_a_neuron_lookup_is_answered_while_a_download_holds_every_other_slot(synth_dir,
+                                                                             monkeypatch):
+    """A stream holds its slot while its client reads it; lookups have slots of their own,
+    so one neuron's synapses need not wait for someone's whole-table download."""
+    monkeypatch.setattr(query, "LOOKUP_TABLE_ROWS", 0)  # the test's small tables count as big
+    table = f"{V}/{DS}/version/1718/table/synapses_pni_2/query"
+    with OpenCave(synth_dir) as cave:
+        root = cave.materialization().query_table(DS, 1718, "synapses_pni_2", {
+            "limit": 1}).stream.read_all()["pre_pt_root_id"][0].as_py()
+        cave.engine = QueryEngine(max_queries=1, lookup_queries=1, queue_seconds=0.2)
+        download = cave.engine.stream(numbers(10))  # a whole-table download, read slowly
+        with LiveServer(create_app(cave)) as live, httpx.Client(base_url=live.url) as client:
+            lookup = client.post(table, json={
+                "filter_in_dict": {"synapses_pni_2": {"pre_pt_root_id": [root]}}})
+            scan = client.post(table, json={
+                "filter_greater_dict": {"synapses_pni_2": {"size": 10}}})
+        download.close()
+    assert lookup.status_code == 200
+    rows = pa.ipc.open_stream(lookup.content).read_all()
+    assert rows.num_rows > 0 and set(rows["pre_pt_root_id"].to_pylist()) == {root}
+    assert assert_error(scan, 503, "try again")["error"] == "busy"

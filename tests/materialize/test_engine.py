@@ -1,6 +1,6 @@
 """The query engine admits a bounded number of queries at once: the others wait for a slot,
-and a clear 503 (Busy) comes back only when none frees in time. It parses each statement
-text once and binds every later query's values to it."""
+and a clear 503 (Busy) comes back only when none frees in time; lookups have slots of their
+own. It parses each statement text once and binds every later query's values to it."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from opencave.materialize.engine import PARSED_STATEMENTS, QueryEngine
 from opencave.materialize.query import CompiledQuery
 
 
-def numbers(n: int) -> CompiledQuery:
+def numbers(n: int, *, lookup: bool = False) -> CompiledQuery:
     sql = "SELECT range AS i FROM range(?)"
-    return CompiledQuery(sql, [n], (), f"SELECT count(*) FROM ({sql})", [n])
+    return CompiledQuery(sql, [n], (), f"SELECT count(*) FROM ({sql})", [n], lookup=lookup)
 
 
 @pytest.fixture
@@ -53,6 +53,22 @@ def test_a_failing_query_gives_its_slot_back(engine):
     with pytest.raises(Exception, match="nope"):
         engine.stream(CompiledQuery("SELECT * FROM nope", [], (), "", []))
     assert engine.count(numbers(2)) == 2
+
+
+def test_lookups_run_while_long_streams_hold_every_other_slot():
+    engine = QueryEngine(max_queries=1, lookup_queries=1, queue_seconds=0.3)
+    download = engine.stream(numbers(1_000_000))  # a client reading a big result slowly
+    assert engine.count(numbers(3, lookup=True)) == 3
+    assert engine.stream(numbers(5, lookup=True)).read_all().num_rows == 5
+    with pytest.raises(Busy):
+        engine.count(numbers(3))  # another scan waits for the download's slot
+    lookup = engine.stream(numbers(7, lookup=True))
+    with pytest.raises(Busy):
+        engine.count(numbers(2, lookup=True))  # lookups are bounded too
+    lookup.close()
+    download.close()
+    assert engine.count(numbers(4)) == 4
+    engine.close()
 
 
 def test_one_parsed_statement_answers_every_value_bound_to_it_from_any_thread():

@@ -8,8 +8,9 @@ import pyarrow as pa
 import pytest
 
 from opencave.errors import InvalidRequest
+from opencave.materialize import query
 from opencave.materialize.engine import QueryEngine
-from opencave.materialize.query import compile_query, parse_query
+from opencave.materialize.query import LOOKUP_VALUES, compile_query, parse_query
 from opencave.materialize.relations import Relation
 from opencave.materialize.snapshots import Mask, SnapshotPart, TableSnapshot
 from opencave.schemas import get_schema_type
@@ -108,6 +109,28 @@ def test_random_sample_returns_that_many_distinct_visible_rows(world):
     *_, visible, _ = world
     sample = run(world, {}, random_sample=10)
     assert len(sample) == 10 and sample.id.is_unique and set(sample.id) <= set(visible.id)
+
+
+def test_a_query_by_a_few_values_of_a_sorted_key_or_of_small_tables_is_a_lookup(
+        world, monkeypatch):
+    data, _, nuclei, types, *_ = world
+
+    def lookup(body, relations=None, **kwargs):
+        return compile_query(parse_query(body, relations or [nuclei], **kwargs), data).lookup
+
+    join = {"relations": [types, nuclei], "join_columns": ["target_id", "id"]}
+    assert lookup({}) and lookup({}, **join)  # 400 and 200 rows: small tables
+    monkeypatch.setattr(query, "LOOKUP_TABLE_ROWS", 100)  # now they are big
+    few, many = list(range(1, LOOKUP_VALUES + 1)), list(range(1, LOOKUP_VALUES + 2))
+    assert lookup({"filter_in_dict": {"nuclei": {"pt_root_id": [3]}}})
+    assert lookup({"filter_equal_dict": {"nuclei": {"id": 5}}})
+    assert lookup({"filter_in_dict": {"nuclei": {"pt_root_id": few}},
+                   "filter_greater_dict": {"nuclei": {"volume": 3.0}}})
+    assert not lookup({"filter_in_dict": {"nuclei": {"pt_root_id": many}}})
+    assert not lookup({})  # the whole table
+    assert not lookup({"filter_in_dict": {"nuclei": {"volume": [1.0]}}})  # not a sorted key
+    assert not lookup({"filter_greater_dict": {"nuclei": {"pt_root_id": 3}}})
+    assert not lookup({"filter_equal_dict": {"types": {"target_id": 3}}}, **join)
 
 
 def test_join_suffixes_only_colliding_columns(world):

@@ -23,6 +23,9 @@ DEFAULT_BATCH_ROWS = 65_536
 #: Queries running at once (more wait for a slot) and how long one waits before a 503.
 MAX_QUERIES = 4
 QUEUE_SECONDS = 120.0
+#: Lookups (:func:`~opencave.materialize.query.is_lookup`) running at once, in their own
+#: slots: a neuron's synapses need not wait while four clients download whole tables.
+LOOKUP_QUERIES = 2
 #: Parsed statements kept for reuse, by text. A statement's text depends on the version's
 #: parts and the query's shape, never on its values (those are bound parameters), so the
 #: queries of a workload repeat a few texts; parsing one of ~4 kB costs ~4 ms of a ~25 ms
@@ -68,13 +71,16 @@ class QueryEngine:
 
     def __init__(self, *, threads: int | None = None, memory_limit: str | None = None,
                  spill_dir: Path | None = None, max_queries: int | None = None,
+                 lookup_queries: int | None = None,
                  queue_seconds: float = QUEUE_SECONDS) -> None:
         self._db = duckdb.connect(":memory:")
         self._lock = threading.Lock()
         # Admission: beyond max_queries at once, queries wait (then get Busy). Sixteen
         # concurrent streams within one memory limit ran DuckDB out of memory; on a few
-        # cores they gain nothing by running at the same time.
+        # cores they gain nothing by running at the same time. Lookups have slots of their
+        # own (a stream holds its slot while its client reads, seconds for a big result).
         self._slots = threading.BoundedSemaphore(max_queries or MAX_QUERIES)
+        self._lookup_slots = threading.BoundedSemaphore(lookup_queries or LOOKUP_QUERIES)
         self._queue_seconds = queue_seconds
         self._attached: set[str] = set()
         self._parsed: OrderedDict[str, duckdb.Statement] = OrderedDict()
@@ -120,10 +126,11 @@ class QueryEngine:
                     self._attached.add(alias)
 
     @contextmanager
-    def _running(self, tables: dict[str, pa.Table]) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _running(self, tables: dict[str, pa.Table],
+                 lookup: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor with ``tables`` registered, holding one of the slots for queries running
-        at once for the block."""
-        self._acquire()
+        at once (a lookup's, for a lookup) for the block."""
+        slots = self._acquire(lookup)
         cursor = self._cursor()
         try:
             for name, table in tables.items():
@@ -131,18 +138,21 @@ class QueryEngine:
             yield cursor
         finally:
             cursor.close()
-            self._slots.release()
+            slots.release()
 
-    def _acquire(self) -> None:
-        if not self._slots.acquire(timeout=self._queue_seconds):
+    def _acquire(self, lookup: bool) -> threading.BoundedSemaphore:
+        """Take a slot (a lookup's, for a lookup); returns the pool to give it back to."""
+        slots = self._lookup_slots if lookup else self._slots
+        if not slots.acquire(timeout=self._queue_seconds):
             raise Busy("the server is answering as many queries as it can at once and none "
                        f"finished within {self._queue_seconds:g} s; try again shortly")
+        return slots
 
     def stream(self, query: CompiledQuery, *,
                batch_rows: int = DEFAULT_BATCH_ROWS) -> ResultStream:
         """The query's rows as they are produced; the stream holds a slot until closed."""
         self._attach(query.attachments)
-        self._acquire()
+        slots = self._acquire(query.lookup)
         cursor = self._cursor()
         try:
             for name, table in query.tables.items():
@@ -151,11 +161,11 @@ class QueryEngine:
             reader = cursor.sql(statement, params=query.params).to_arrow_reader(batch_rows)
         except BaseException as exc:
             cursor.close()
-            self._slots.release()
+            slots.release()
             if isinstance(exc, duckdb.Error):
                 raise _translate(exc) from exc
             raise
-        return ResultStream(reader.schema, reader, cursor, self._slots.release)
+        return ResultStream(reader.schema, reader, cursor, slots.release)
 
     def table(self, query: CompiledQuery) -> pa.Table:
         return self.stream(query).read_all()
@@ -171,7 +181,7 @@ class QueryEngine:
 
     def count(self, query: CompiledQuery) -> int:
         self._attach(query.attachments)
-        with self._running(query.tables) as cursor:
+        with self._running(query.tables, query.lookup) as cursor:
             try:
                 statement = self._statement(cursor, query.count_sql)
                 row = cursor.execute(statement, query.count_params).fetchone()

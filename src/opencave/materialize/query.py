@@ -81,6 +81,8 @@ class CompiledQuery:
     tables: dict[str, Any] = field(default_factory=dict)
     #: Serving copies the statement reads: database alias → file, attached read-only.
     attachments: dict[str, str] = field(default_factory=dict)
+    #: Picks its rows by a few values of a key the table is sorted by (see :func:`is_lookup`).
+    lookup: bool = False
 
 
 def parse_query(
@@ -252,7 +254,45 @@ def compile_query(query: Query, data_dir: DataDir) -> CompiledQuery:
         count_params=params + count_page_params,
         tables=sources.tables,
         attachments=sources.attachments,
+        lookup=is_lookup(query),
     )
+
+
+#: A query that picks its rows by at most this many values of a serving key is a lookup,
+LOOKUP_VALUES = 64
+#: and so is one that reads only tables of at most this many rows (the nucleus and cell-type
+#: tables have ~10^5 at full scale).
+LOOKUP_TABLE_ROWS = 500_000
+
+
+def is_lookup(query: Query) -> bool:
+    """Whether the query's cost is bounded whatever the size of the datastack: it reads one
+    table by at most :data:`LOOKUP_VALUES` values of a key it is sorted by (a neuron's
+    synapses, a few cells), or only small tables (a cell-type query joined to nuclei). Such
+    queries can run beside long scans without waiting for them."""
+    if all(_small(r) for r in query.relations):
+        return True
+    if query.is_join:
+        return False
+    keys = query.relations[0].serving_keys
+    for f in query.filters:
+        if f.columns[0] not in keys:
+            continue
+        if f.op is Op.IN and len(f.value) <= LOOKUP_VALUES:
+            return True
+        if f.op is Op.EQUAL and f.value is not None:
+            return True
+    return False
+
+
+def _small(relation: Relation) -> bool:
+    """Whether a scan of the relation reads at most :data:`LOOKUP_TABLE_ROWS` rows (its
+    parts' and its live changes')."""
+    if relation.snapshot is None:
+        return False
+    live = relation.live.rows if relation.live is not None else None
+    rows = sum(p.segment.num_rows for p in relation.snapshot.parts)
+    return rows + (live.num_rows if live is not None else 0) <= LOOKUP_TABLE_ROWS
 
 
 def _conditions(filters: list[Filter], alias: str, params: list[Any]) -> str:
