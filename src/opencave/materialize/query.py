@@ -81,7 +81,7 @@ class CompiledQuery:
     tables: dict[str, Any] = field(default_factory=dict)
     #: Serving copies the statement reads: database alias → file, attached read-only.
     attachments: dict[str, str] = field(default_factory=dict)
-    #: Picks its rows by a few values of a key the table is sorted by (see :func:`is_lookup`).
+    #: Its cost is bounded whatever the datastack's size (see :func:`is_lookup`).
     lookup: bool = False
 
 
