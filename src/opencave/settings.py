@@ -54,8 +54,8 @@ class Settings:
     query_threads: int | None = field(default_factory=lambda: _env_int("OPENCAVE_THREADS"))
     #: Queries running at once; more wait for a slot (a 503 after two minutes).
     max_queries: int | None = field(default_factory=lambda: _env_int("OPENCAVE_MAX_QUERIES"))
-    #: Lookups (a few neurons' rows) running at once, beside those: a neuron's synapses do
-    #: not wait while other clients download large results.
+    #: Slots kept for lookups (a few neurons' rows, small tables) beside those: a neuron's
+    #: synapses do not wait while other clients download large results.
     lookup_queries: int | None = field(default_factory=lambda: _env_int(
         "OPENCAVE_LOOKUP_QUERIES"))
     #: DuckDB memory for queries; beyond it, joins and sorts spill to ``<data>/.spill``.

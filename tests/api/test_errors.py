@@ -151,11 +151,12 @@ def test_a_server_at_capacity_answers_503_with_retry_after(synth_dir):
     with ``Retry-After`` (caveclient retries those by itself), not a 500."""
     with OpenCave(synth_dir) as cave:
         cave.engine = QueryEngine(max_queries=1, lookup_queries=1, queue_seconds=0.2)
-        holding = cave.engine.stream(numbers(10, lookup=True))  # the nuclei are few: a lookup
+        holding = [cave.engine.stream(numbers(10, lookup=lookup)) for lookup in (True, False)]
         with LiveServer(create_app(cave)) as live, httpx.Client(base_url=live.url) as client:
             busy = client.post(f"{V}/{DS}/version/1718/table/nucleus_detection_v0/query",
                                json={}, params={"arrow_format": True})
-            holding.close()
+            for stream in holding:
+                stream.close()
             served = client.post(f"{V}/{DS}/version/1718/table/nucleus_detection_v0/query",
                                  json={}, params={"arrow_format": True})
     assert assert_error(busy, 503, "try again")["error"] == "busy"

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from opencave.errors import Busy
-from opencave.materialize.engine import PARSED_STATEMENTS, QueryEngine
+from opencave.materialize.engine import PARSED_STATEMENTS, QueryEngine, QuerySlots
 from opencave.materialize.query import CompiledQuery
 
 
@@ -69,6 +69,32 @@ def test_lookups_run_while_long_streams_hold_every_other_slot():
     download.close()
     assert engine.count(numbers(4)) == 4
     engine.close()
+
+
+def test_lookups_also_take_free_query_slots_first_their_own():
+    engine = QueryEngine(max_queries=1, lookup_queries=1, queue_seconds=0.3)
+    first = engine.stream(numbers(10, lookup=True))  # the slot kept for lookups
+    second = engine.stream(numbers(10, lookup=True))  # the free query slot
+    with pytest.raises(Busy):
+        engine.count(numbers(3))
+    second.close()
+    assert engine.count(numbers(3)) == 3
+    first.close()
+    engine.close()
+
+
+def test_a_free_query_slot_goes_to_a_waiting_query_before_lookups():
+    slots = QuerySlots(queries=1, lookups=1, queue_seconds=0.1)
+    slots.acquire(lookup=True)  # the slot kept for lookups
+    slots._waiting = 1  # as when a released slot wakes a query and a lookup together
+    with pytest.raises(Busy):
+        slots.acquire(lookup=True)
+    slots._waiting = 0
+    release = slots.acquire(lookup=True)  # no query waits: the lookup takes the free slot
+    with pytest.raises(Busy):
+        slots.acquire(lookup=False)
+    release()
+    slots.acquire(lookup=False)
 
 
 def test_one_parsed_statement_answers_every_value_bound_to_it_from_any_thread():

@@ -23,8 +23,9 @@ DEFAULT_BATCH_ROWS = 65_536
 #: Queries running at once (more wait for a slot) and how long one waits before a 503.
 MAX_QUERIES = 4
 QUEUE_SECONDS = 120.0
-#: Lookups (:func:`~opencave.materialize.query.is_lookup`) running at once, in their own
-#: slots: a neuron's synapses need not wait while four clients download whole tables.
+#: Slots kept for lookups (:func:`~opencave.materialize.query.is_lookup`), which also take
+#: free query slots: a neuron's synapses need not wait while four clients download whole
+#: tables.
 LOOKUP_QUERIES = 2
 #: Parsed statements kept for reuse, by text. A statement's text depends on the version's
 #: parts and the query's shape, never on its values (those are bound parameters), so the
@@ -77,11 +78,10 @@ class QueryEngine:
         self._lock = threading.Lock()
         # Admission: beyond max_queries at once, queries wait (then get Busy). Sixteen
         # concurrent streams within one memory limit ran DuckDB out of memory; on a few
-        # cores they gain nothing by running at the same time. Lookups have slots of their
-        # own (a stream holds its slot while its client reads, seconds for a big result).
-        self._slots = threading.BoundedSemaphore(max_queries or MAX_QUERIES)
-        self._lookup_slots = threading.BoundedSemaphore(lookup_queries or LOOKUP_QUERIES)
-        self._queue_seconds = queue_seconds
+        # cores they gain nothing by running at the same time. Lookups have slots kept for
+        # them (a stream holds its slot while its client reads, seconds for a big result).
+        self._slots = QuerySlots(max_queries or MAX_QUERIES, lookup_queries or LOOKUP_QUERIES,
+                             queue_seconds)
         self._attached: set[str] = set()
         self._parsed: OrderedDict[str, duckdb.Statement] = OrderedDict()
         # Global settings: every cursor inherits them (a per-cursor SET costs ~0.5 ms/query).
@@ -130,7 +130,7 @@ class QueryEngine:
                  lookup: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor with ``tables`` registered, holding one of the slots for queries running
         at once (a lookup's, for a lookup) for the block."""
-        slots = self._acquire(lookup)
+        release = self._slots.acquire(lookup)
         cursor = self._cursor()
         try:
             for name, table in tables.items():
@@ -138,21 +138,13 @@ class QueryEngine:
             yield cursor
         finally:
             cursor.close()
-            slots.release()
-
-    def _acquire(self, lookup: bool) -> threading.BoundedSemaphore:
-        """Take a slot (a lookup's, for a lookup); returns the pool to give it back to."""
-        slots = self._lookup_slots if lookup else self._slots
-        if not slots.acquire(timeout=self._queue_seconds):
-            raise Busy("the server is answering as many queries as it can at once and none "
-                       f"finished within {self._queue_seconds:g} s; try again shortly")
-        return slots
+            release()
 
     def stream(self, query: CompiledQuery, *,
                batch_rows: int = DEFAULT_BATCH_ROWS) -> ResultStream:
         """The query's rows as they are produced; the stream holds a slot until closed."""
         self._attach(query.attachments)
-        slots = self._acquire(query.lookup)
+        release = self._slots.acquire(query.lookup)
         cursor = self._cursor()
         try:
             for name, table in query.tables.items():
@@ -161,11 +153,11 @@ class QueryEngine:
             reader = cursor.sql(statement, params=query.params).to_arrow_reader(batch_rows)
         except BaseException as exc:
             cursor.close()
-            slots.release()
+            release()
             if isinstance(exc, duckdb.Error):
                 raise _translate(exc) from exc
             raise
-        return ResultStream(reader.schema, reader, cursor, slots.release)
+        return ResultStream(reader.schema, reader, cursor, release)
 
     def table(self, query: CompiledQuery) -> pa.Table:
         return self.stream(query).read_all()
@@ -191,6 +183,50 @@ class QueryEngine:
 
     def close(self) -> None:
         self._db.close()
+
+
+class QuerySlots:
+    """Slots for queries running at once: ``queries`` for any query, and ``lookups`` more
+    kept for lookups. A lookup takes one of those first, else a free query slot unless a
+    query that is not a lookup waits for it (lookups come often: taking every free slot
+    would starve the others)."""
+
+    def __init__(self, queries: int, lookups: int, queue_seconds: float) -> None:
+        self._free = {"queries": queries, "lookups": lookups}
+        self._waiting = 0  # queries that are not lookups waiting for a slot
+        self._changed = threading.Condition()
+        self._queue_seconds = queue_seconds
+
+    def acquire(self, lookup: bool) -> Callable[[], None]:
+        """Wait for a slot (a :class:`~opencave.errors.Busy` after the queue time); returns
+        the call that gives it back."""
+        with self._changed:
+            if lookup:
+                free = self._wait(lambda: self._free["lookups"] > 0 or (
+                    self._free["queries"] > 0 and not self._waiting))
+                pool = "lookups" if self._free["lookups"] else "queries"
+            else:
+                self._waiting += 1
+                try:
+                    free = self._wait(lambda: self._free["queries"] > 0)
+                finally:
+                    self._waiting -= 1
+                    self._changed.notify_all()  # lookups may take a free slot again
+                pool = "queries"
+            if not free:
+                raise Busy("the server is answering as many queries as it can at once and "
+                           f"none finished within {self._queue_seconds:g} s; try again "
+                           "shortly")
+            self._free[pool] -= 1
+        return lambda: self._release(pool)
+
+    def _wait(self, ready: Callable[[], bool]) -> bool:
+        return self._changed.wait_for(ready, timeout=self._queue_seconds)
+
+    def _release(self, pool: str) -> None:
+        with self._changed:
+            self._free[pool] += 1
+            self._changed.notify_all()
 
 
 def _translate(exc: duckdb.Error) -> Exception:
