@@ -80,8 +80,8 @@ class QueryEngine:
         # concurrent streams within one memory limit ran DuckDB out of memory; on a few
         # cores they gain nothing by running at the same time. Lookups have slots kept for
         # them (a stream holds its slot while its client reads, seconds for a big result).
-        self._slots = QuerySlots(max_queries or MAX_QUERIES, lookup_queries or LOOKUP_QUERIES,
-                             queue_seconds)
+        self._slots = QuerySlots(max_queries or MAX_QUERIES,
+                                 lookup_queries or LOOKUP_QUERIES, queue_seconds)
         self._attached: set[str] = set()
         self._parsed: OrderedDict[str, duckdb.Statement] = OrderedDict()
         # Global settings: every cursor inherits them (a per-cursor SET costs ~0.5 ms/query).
