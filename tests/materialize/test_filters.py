@@ -4,7 +4,7 @@ parameters. Nothing from the request ever becomes SQL text."""
 import pytest
 
 from opencave.errors import InvalidRequest
-from opencave.materialize.filters import Op, parse_filters
+from opencave.materialize.filters import Op, ValueLists, parse_filters
 from opencave.materialize.relations import Relation
 from opencave.schemas import get_schema_type
 
@@ -37,10 +37,24 @@ def test_in_filters_take_lists_and_scalars():
 
 def test_one_neuron_compiles_to_a_comparison_that_prunes_row_groups():
     """One value: ``=`` (DuckDB prunes row groups by min/max); several: one bound list."""
-    sql, params = one({"filter_in_dict": {"syn": {"pre_pt_root_id": [7]}}}).sql("r")
+    lists = ValueLists()
+    sql, params = one({"filter_in_dict": {"syn": {"pre_pt_root_id": [7]}}}).sql("r", lists)
     assert (sql, params) == ('r."pre_pt_root_id" = ?::BIGINT', [7])
-    sql, params = one({"filter_in_dict": {"syn": {"pre_pt_root_id": [7, 8]}}}).sql("r")
-    assert sql.count("?") == 1 and params == [[7, 8]]
+    sql, params = one({"filter_in_dict": {"syn": {"pre_pt_root_id": [7, 8]}}}).sql("r", lists)
+    assert sql == 'r."pre_pt_root_id" IN (SELECT v FROM in_list_0)' and params == []
+    assert lists.params == [[7, 8]]
+
+
+def test_a_list_filtering_several_columns_or_parts_is_bound_once():
+    lists = ValueLists()
+    pre = one({"filter_in_dict": {"syn": {"pre_pt_root_id": [7, 8]}}})
+    post = one({"filter_in_dict": {"syn": {"post_pt_root_id": [7, 8]}}})
+    other = one({"filter_notin_dict": {"syn": {"post_pt_root_id": [9, 10]}}})
+    texts = [f.sql(alias, lists)[0] for f in (pre, post, pre, other) for alias in "rs"]
+    assert lists.definitions == ["in_list_0 AS (SELECT unnest(?::BIGINT[]) AS v)",
+                                 "in_list_1 AS (SELECT unnest(?::BIGINT[]) AS v)"]
+    assert lists.params == [[7, 8], [9, 10]]
+    assert texts[-1] == 's."post_pt_root_id" NOT IN (SELECT v FROM in_list_1)'
 
 
 def test_root_ids_keep_all_64_bits():
@@ -52,14 +66,14 @@ def test_spatial_box_covers_all_three_axes_in_any_corner_order():
     f = one({"filter_spatial_dict": {"syn": {"post_pt_position": [[10, 20, 30], [1, 2, 3.5]]}}})
     assert f.columns == ("post_pt_position_x", "post_pt_position_y", "post_pt_position_z")
     assert f.value == ((1, 2, 4), (10, 20, 30))
-    sql, params = f.sql("r")
+    sql, params = f.sql("r", ValueLists())
     assert sql.count("BETWEEN ? AND ?") == 3 and params == [1, 10, 2, 20, 4, 30]
 
 
 def test_values_are_bound_not_inlined():
     sneaky = "x'); DROP TABLE t; --"
     f = one({"filter_equal_dict": {"proof": {"strategy_axon": sneaky}}}, PROOF)
-    sql, params = f.sql("r")
+    sql, params = f.sql("r", ValueLists())
     assert sneaky not in sql and params == [sneaky]
 
 

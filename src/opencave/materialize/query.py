@@ -25,7 +25,7 @@ from ..schemas import Column, ColumnType, Role
 from ..storage.files import DataDir
 from ..storage.segments import serving_path, sorted_copy
 from ..timestamps import from_micros
-from .filters import Filter, Op, parse_filters
+from .filters import Filter, Op, ValueLists, parse_filters
 from .relations import Relation
 from .snapshots import Mask, SnapshotPart
 
@@ -220,14 +220,16 @@ def compile_query(query: Query, data_dir: DataDir) -> CompiledQuery:
     params: list[Any] = []
     ctes = []
     sources = Sources(data_dir)
+    lists = ValueLists()
     aliases = {r.name: f"t{i}" for i, r in enumerate(query.relations)}
     # Filters go into each table's CTE (pushed into its scans), except on the optional side
     # of a left join, where they must filter the joined rows instead.
     outer = query.relations[1].name if query.left_join else None
     for relation in query.relations:
         inner = [f for f in query.filters if f.relation == relation.name != outer]
-        cte_sql = _relation_cte(relation, inner, sources, params, aliases[relation.name])
-        condition = _conditions(inner, "r", params)
+        cte_sql = _relation_cte(relation, inner, sources, params, lists,
+                                aliases[relation.name])
+        condition = _conditions(inner, "r", params, lists)
         ctes.append(
             f"{aliases[relation.name]} AS (SELECT * FROM ({cte_sql}) AS r WHERE {condition})"
         )
@@ -235,8 +237,11 @@ def compile_query(query: Query, data_dir: DataDir) -> CompiledQuery:
     outputs, select_sql, select_params = _projection(query, aliases)
     params += select_params
     joined = [f for f in query.filters if f.relation == outer]
-    where = _conditions(joined, aliases[outer], params) if outer else "TRUE"
-    body = f"WITH {', '.join(ctes)} SELECT {select_sql} FROM {from_sql} WHERE {where}"
+    where = _conditions(joined, aliases[outer], params, lists) if outer else "TRUE"
+    # The value lists come first in the text, so their parameters do too.
+    params = lists.params + params
+    with_sql = ", ".join(lists.definitions + ctes)
+    body = f"WITH {with_sql} SELECT {select_sql} FROM {from_sql} WHERE {where}"
     if query.random_sample:
         # Sample the filtered rows (exactly n of them, or all if fewer), then page.
         body = f"SELECT * FROM ({body}) USING SAMPLE reservoir({int(query.random_sample)} ROWS)"
@@ -295,10 +300,11 @@ def _small(relation: Relation) -> bool:
     return rows + (live.num_rows if live is not None else 0) <= LOOKUP_TABLE_ROWS
 
 
-def _conditions(filters: list[Filter], alias: str, params: list[Any]) -> str:
+def _conditions(filters: list[Filter], alias: str, params: list[Any],
+                lists: ValueLists) -> str:
     parts = []
     for f in filters:
-        sql, values = f.sql(alias)
+        sql, values = f.sql(alias, lists)
         parts.append(sql)
         params.extend(values)
     return " AND ".join(parts) if parts else "TRUE"
@@ -334,10 +340,12 @@ def _scan_key(relation: Relation, filters: list[Filter]) -> str:
     return next((k for k in relation.serving_keys if k in pinned), relation.serving_keys[0])
 
 
-def _on_mask(filters: list[Filter], mask_keys: Sequence[str], params: list[Any]) -> str:
+def _on_mask(filters: list[Filter], mask_keys: Sequence[str], params: list[Any],
+             lists: ValueLists) -> str:
     """The query's filters on columns a mask holds, over alias ``r``: they apply to the mask
     as well (it holds the segment's own values, so this drops only non-matches)."""
-    return _conditions([f for f in filters if set(f.columns) <= set(mask_keys)], "r", params)
+    return _conditions([f for f in filters if set(f.columns) <= set(mask_keys)], "r", params,
+                       lists)
 
 
 def anti_join_masks(part: SnapshotPart, key: str, sources: Sources, params: list[Any],
@@ -354,7 +362,7 @@ def anti_join_masks(part: SnapshotPart, key: str, sources: Sources, params: list
 
 
 def _relation_cte(relation: Relation, filters: list[Filter], sources: Sources,
-                  params: list[Any], alias: str) -> str:
+                  params: list[Any], lists: ValueLists, alias: str) -> str:
     """The relation's visible rows: each part (segment minus masks, persisted and live)
     plus live rows, alive at the snapshot's timestamp."""
     snapshot = relation.snapshot
@@ -369,11 +377,11 @@ def _relation_cte(relation: Relation, filters: list[Filter], sources: Sources,
     for index, part in enumerate(snapshot.parts):
         source = sources.stored(part.segment.path, key, params) + " AS s"
         source += anti_join_masks(part, key, sources, params,
-                                  lambda mask: _on_mask(filters, mask.keys, params))
+                                  lambda mask: _on_mask(filters, mask.keys, params, lists))
         if live is not None and index in live.masks:
             name = f"{alias}_mask_{index}"
             sources.tables[name] = live.masks[index]
-            condition = _on_mask(filters, live.masks[index].column_names[1:], params)
+            condition = _on_mask(filters, live.masks[index].column_names[1:], params, lists)
             source += (f" ANTI JOIN (SELECT r.id FROM {name} AS r WHERE {condition}) AS x "
                        "ON s.id = x.id")
         branches.append(f"SELECT {columns} FROM {source} {alive}")
