@@ -100,7 +100,7 @@ class Filter:
 class ValueLists:
     """A statement's ``IN`` lists, each bound once as a named CTE however many of its parts
     filter by it: binding a list parameter costs per value, and a 1,436-value filter read
-    from a dozen parts and masks spent 60-100 ms of the query binding the same list again."""
+    from a dozen parts and masks spent 44-103 ms of the query binding the same list again."""
 
     #: the CTEs (``name AS (...)``), in the order of their parameters
     definitions: list[str] = field(default_factory=list)
