@@ -105,6 +105,21 @@ def test_selecting_a_root_id_brings_its_supervoxel(world):
                                     "pt_supervoxel_id", "pt_root_id"]
 
 
+def test_in_lists_shared_by_filters_and_empty_lists_select_what_they_say(world):
+    *_, visible, _ = world
+    roots = [3, 5, 8]
+    both = run(world, {"filter_in_dict": {"nuclei": {"pt_root_id": roots}},
+                       "filter_notin_dict": {"nuclei": {"pt_root_id": roots}}})
+    assert both.empty
+    some = run(world, {"filter_in_dict": {"nuclei": {"pt_root_id": roots}},
+                       "filter_notin_dict": {"nuclei": {"id": roots}}})
+    expected = visible[visible.pt_root_id.isin(roots) & ~visible.id.isin(roots)]
+    assert sorted(some.id) == sorted(expected.id)
+    assert run(world, {"filter_in_dict": {"nuclei": {"pt_root_id": []}}}).empty
+    everything = run(world, {"filter_notin_dict": {"nuclei": {"pt_root_id": []}}})
+    assert sorted(everything.id) == sorted(visible.id)
+
+
 def test_random_sample_returns_that_many_distinct_visible_rows(world):
     *_, visible, _ = world
     sample = run(world, {}, random_sample=10)
