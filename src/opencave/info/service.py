@@ -39,6 +39,14 @@ datastacks = sa.Table(
     sa.Column("extra", sa.JSON, nullable=False, default=dict),
 )
 
+#: A datastack with its aligned volume in one query (every request resolves its datastack
+#: first), the volume's columns labelled ``av_<column>``; built once, the name bound.
+_DATASTACK_WITH_VOLUME = sa.select(
+    datastacks, *(c.label(f"av_{c.name}") for c in aligned_volumes.columns)
+).join(
+    aligned_volumes, aligned_volumes.c.id == datastacks.c.aligned_volume_id
+).where(datastacks.c.name == sa.bindparam("name"))
+
 
 @dataclass(frozen=True)
 class AlignedVolume:
@@ -155,13 +163,8 @@ class InfoService:
             return sorted(conn.execute(sa.select(datastacks.c.name)).scalars())
 
     def datastack(self, name: str) -> Datastack:
-        # One query for both (every request resolves its datastack first).
-        volume = [c.label(f"av_{c.name}") for c in aligned_volumes.columns]
-        query = sa.select(datastacks, *volume).join(
-            aligned_volumes, aligned_volumes.c.id == datastacks.c.aligned_volume_id
-        ).where(datastacks.c.name == name)
         with self.live.connect() as conn:
-            row = conn.execute(query).mappings().first()
+            row = conn.execute(_DATASTACK_WITH_VOLUME, {"name": name}).mappings().first()
         if row is None:
             raise DatastackNotFound(
                 f"unknown datastack {name!r}; known datastacks: "
