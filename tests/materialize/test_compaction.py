@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections import Counter
 from datetime import timedelta
@@ -12,7 +13,12 @@ import pytest
 
 from opencave.instance import OpenCave
 from opencave.materialize import compaction
-from opencave.materialize.compaction import FANOUT, SMALL_TABLE_ROWS, plan_merges
+from opencave.materialize.compaction import (
+    FANOUT,
+    SMALL_TABLE_ROWS,
+    chain_merges,
+    plan_merges,
+)
 from opencave.materialize.snapshots import Mask, SnapshotPart
 from opencave.settings import Settings
 from opencave.storage.segments import Segment
@@ -75,9 +81,18 @@ def test_versions_are_compacted_as_they_are_made(cave):
     assert shared and max(shared.values()) > 1  # the next version reuses a merged segment
 
 
-def test_each_version_appends_a_mask_and_masks_merge_by_tiers(cave):
+def test_a_mask_chain_merges_its_newer_end_when_it_outgrows_an_older_mask():
+    assert chain_merges([]) == [] and chain_merges([500]) == []
+    assert chain_merges([2000, 400, 100]) == []  # each at least twice all newer ones
+    assert chain_merges([2000, 400, 100, 60]) == [[2, 3]]  # 100 < 2 * 60
+    assert chain_merges([2000, 400, 100, 120]) == [[1, 2, 3]]  # and then 400 < 2 * 220
+    assert chain_merges([2000, 400, 100, 900]) == [[0, 1, 2, 3]]
+    assert chain_merges([2000, 400, 100, 60], ratio=1) == []
+
+
+def test_each_version_appends_a_mask_and_the_chain_stays_short(cave):
     """The bulk segment's masks: a version shares its predecessor's mask files and adds at
-    most one (unless masks of one tier merged), and the chain stays short."""
+    most one (unless the chain's newer end merged), and the chain stays short."""
     chains = [next(p.masks for p in cave.versions.snapshots(v)["synapses_pni_2"].parts
                    if p.segment.num_rows == TEST_SYNAPSES)
               for v in cave.versions.available(DS)]
@@ -86,8 +101,11 @@ def test_each_version_appends_a_mask_and_masks_merge_by_tiers(cave):
         assert len(fresh) == 1
         kept = [m for m in after if m.path not in fresh]
         assert kept == list(before) or len(kept) < len(before)  # shared, or merged
-    assert max(len(c) for c in chains) < FANOUT * 2
     assert any(len(after) < len(before) for before, after in pairwise(chains)), "no merge"
+    for chain in chains:  # each mask at least twice the newer ones: sizes shrink 3x a step
+        counts = [m.count for m in chain]
+        assert chain_merges(counts) == []
+        assert len(counts) <= 1 + math.log(sum(counts) / counts[-1], 3)
 
 
 @pytest.fixture(scope="module", params=["one mask per part", "mask chains"])
@@ -98,8 +116,9 @@ def uncompacted(request, tmp_path_factory):
     whole = request.param == "one mask per part"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(compaction, "plan_merges", lambda parts, whole_below: [])
-        patch.setattr(compaction, "tier_groups",
-                      lambda sizes: [list(sizes)] if whole and len(sizes) > 1 else [])
+        patch.setattr(compaction, "chain_merges",
+                      lambda sizes: [list(range(len(sizes)))] if whole and len(sizes) > 1
+                      else [])
         build(out, synapses_total=TEST_SYNAPSES, seed=TEST_SEED, progress=False)
     return out
 

@@ -11,7 +11,9 @@ the table: the largest part, the bulk load, is not merged), and a snapshot keeps
 ``FANOUT - 1`` parts per tier. Tables under :data:`SMALL_TABLE_ROWS` visible rows are merged
 whole: that costs little (~0.1 s for the 10^8 datastack's 42,726 nuclei) and a query then
 reads one file instead of a bulk segment with its masks and a few small deltas (the
-cell-type ⋈ nuclei query: 15–20 ms instead of 55–70 ms at 10^8).
+cell-type ⋈ nuclei query: 15–20 ms instead of 55–70 ms at 10^8). A part's masks are kept
+as a shorter chain (:func:`chain_merges`): a mask row is an id and the sort keys, so
+rewriting masks a little more often costs little, and each mask is one more scan per query.
 
 Versions compact as they are made (:meth:`Compactor.compact`), so a version shares merged
 segments with the next. Versions made before compaction existed are compacted in order by
@@ -55,6 +57,13 @@ from .versions import Version, Versions
 
 T = TypeVar("T")
 FANOUT = 4
+#: A part's masks form a chain, oldest first, in which each mask holds at least this many
+#: times the rows of all newer ones together; a new mask that breaks it merges with the
+#: newer end of the chain, so a chain is at most 1 + log3(masked rows / newest mask) long.
+#: Each mask is one more scan in every query of its part: at 10^7, v1718 read 15 masks
+#: beside its 4 parts with size tiers of FANOUT and reads 7 this way (a one-neuron lookup,
+#: service and engine: 21–22 → 16–18 ms), for 26 MiB more masks over the twelve versions.
+MASK_RATIO = 2
 SMALL_TABLE_ROWS = 200_000  # the default of Settings.compact_whole_rows
 
 
@@ -86,6 +95,19 @@ def tier_groups(sizes: dict[int, int]) -> list[list[int]]:
     for index, rows in sizes.items():
         tiers.setdefault(_tier(rows), []).append(index)
     return [group for _, group in sorted(tiers.items()) if len(group) >= FANOUT]
+
+
+def chain_merges(sizes: Sequence[int], ratio: int = MASK_RATIO) -> list[list[int]]:
+    """The newest items of a chain (``sizes`` oldest first) to merge into one so that each
+    item holds at least ``ratio`` times the rows of all newer ones together (empty: the
+    chain holds). One merge restores it: the items before the oldest one that breaks it
+    already hold ``ratio`` times everything newer."""
+    start, newer = None, 0
+    for index in range(len(sizes) - 1, 0, -1):
+        newer += sizes[index]
+        if sizes[index - 1] < ratio * newer:
+            start = index - 1
+    return [] if start is None else [list(range(start, len(sizes)))]
 
 
 def _merge_until_stable(items: list[T], plan: Callable[[list[T]], list[list[int]]],
@@ -182,9 +204,9 @@ class Compactor:
 
     def compact_masks(self, table: AnnotationTable, part: SnapshotPart,
                       directory: Path) -> tuple[SnapshotPart, int]:
-        """Merge the masks of a part by tiers of size, like parts (so a part keeps a few
-        masks, and each mask row is rewritten O(log) times); new masks go to
-        ``directory``. Returns the part and the bytes written."""
+        """Merge the newest masks of a part's chain per :func:`chain_merges` (so a part
+        keeps one to three masks, and each mask row is rewritten O(log) times); new masks
+        go to ``directory``. Returns the part and the bytes written."""
         written = 0
 
         def merge(members: list[Mask]) -> Mask:
@@ -196,8 +218,7 @@ class Compactor:
             return mask
 
         masks = _merge_until_stable(
-            list(part.masks), lambda ms: tier_groups({i: m.count for i, m in enumerate(ms)}),
-            merge)
+            list(part.masks), lambda ms: chain_merges([m.count for m in ms]), merge)
         return SnapshotPart(part.segment, tuple(masks)), written
 
     # -- versions made before compaction ---------------------------------------------------

@@ -127,7 +127,7 @@ class Materializer:
     def _remove_replaced(self, version: Version, segments: set[str],
                          snapshots: list[TableSnapshot]) -> None:
         """Remove what this run wrote and replaced before publishing — a delta merged at
-        once, masks merged into the next tier of their chain: no snapshot names them, so no
+        once, masks merged into their chain: no snapshot names them, so no
         reader can know them (left alone, every version would leave some behind)."""
         used = set().union(*(s.files() for s in snapshots))
         directory = self.data_dir.version_dir(version.datastack, version.version)
@@ -168,8 +168,9 @@ class Materializer:
 
     def _extend_mask(self, part: SnapshotPart, rows: pa.Table, table: AnnotationTable,
                      version: Version) -> tuple[SnapshotPart, int]:
-        """Append a mask of the newly hidden ``rows`` to the part's chain (masks of similar
-        size then merge), so the cost follows what changed since the previous version."""
+        """Append a mask of the newly hidden ``rows`` to the part's chain (its newer end
+        then merges if it outgrew an older mask), so the cost follows what changed since
+        the previous version."""
         directory = self.data_dir.version_dir(version.datastack, version.version)
         mask, size = write_mask_file(self.data_dir, directory, table, rows)
         part, merged = self.compactor.compact_masks(

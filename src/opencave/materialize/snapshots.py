@@ -38,7 +38,7 @@ class Mask:
 class SnapshotPart:
     """A segment and the masks of the rows a version hides in it. Masks form a chain: a new
     version appends one with what it newly hides (so its cost follows what changed), and
-    compaction merges masks of similar size."""
+    compaction merges its newer end (:func:`~opencave.materialize.compaction.chain_merges`)."""
 
     segment: Segment
     masks: tuple[Mask, ...] = ()
