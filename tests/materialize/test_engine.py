@@ -1,6 +1,7 @@
 """The query engine admits a bounded number of queries at once: the others wait for a slot,
 and a clear 503 (Busy) comes back only when none frees in time; lookups have slots of their
-own. It parses each statement text once and binds every later query's values to it."""
+own. It parses each count statement once and binds every later query's values to it, and
+streams results in batches."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from opencave.errors import Busy
+from opencave.materialize import engine as engine_module
 from opencave.materialize.engine import PARSED_STATEMENTS, QueryEngine, QuerySlots
 from opencave.materialize.query import CompiledQuery
 
@@ -101,16 +103,28 @@ def test_one_parsed_statement_answers_every_value_bound_to_it_from_any_thread():
     engine = QueryEngine(max_queries=4)
     sizes = [n % 97 for n in range(400)]
     with ThreadPoolExecutor(8) as pool:
-        counted = list(pool.map(lambda n: engine.stream(numbers(n)).read_all().num_rows,
-                                sizes))
-    assert counted == sizes
-    assert [engine.count(numbers(n)) for n in (0, 5, 96)] == [0, 5, 96]
-    assert len(engine._parsed) == 2  # the query's text and its count's, parsed once each
+        counted = list(pool.map(lambda n: engine.count(numbers(n)), sizes))
+        streamed = list(pool.map(lambda n: engine.stream(numbers(n)).read_all().num_rows,
+                                 sizes))
+    assert counted == streamed == sizes
+    assert len(engine._parsed) == 1  # the count's text, parsed once
     engine.close()
 
 
 def test_the_parsed_statements_kept_are_bounded(engine):
     for n in range(PARSED_STATEMENTS + 20):
-        assert engine.stream(CompiledQuery(f"SELECT {n} AS n", [], (), "", [])).read_all()[
-            "n"].to_pylist() == [n]
+        assert engine.count(CompiledQuery("", [], (), f"SELECT {n}", [])) == n
     assert len(engine._parsed) == PARSED_STATEMENTS
+
+
+def test_streams_bind_once_through_duckdbs_submit_and_without_it_through_relations(monkeypatch):
+    """A DuckDB without the private submit streams through its relation API (binding each
+    statement twice): a DuckDB upgrade that drops it fails here first, not in production."""
+    assert engine_module._PRIVATE_SUBMIT
+    engine = QueryEngine()
+    for private in (True, False):
+        monkeypatch.setattr(engine_module, "_PRIVATE_SUBMIT", private)
+        batches = list(engine.stream(numbers(70_000), batch_rows=50_000))
+        assert [b.num_rows for b in batches][:1] == [50_000]
+        assert sum(b.num_rows for b in batches) == 70_000
+    engine.close()
