@@ -10,7 +10,6 @@ import pyarrow as pa
 from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 
-from ..materialize.engine import ResultStream
 from ..materialize.service import QueryResult
 
 CONTENT_TYPE = "data.arrow"
@@ -72,18 +71,15 @@ def ipc_stream(schema: pa.Schema, batches: Iterable[pa.RecordBatch],
 
 def arrow_response(result: QueryResult, options: pa.ipc.IpcWriteOptions) -> StreamingResponse:
     rows = result.stream
-    batches = rows if isinstance(rows, ResultStream) else rows.to_batches()
-    return stream_response(result, ipc_stream(rows.schema, batches, options), CONTENT_TYPE)
+    return stream_response(result, ipc_stream(rows.schema, rows, options), CONTENT_TYPE)
 
 
 def stream_response(result: QueryResult, body: Iterator[bytes],
                     media_type: str) -> StreamingResponse:
     """``body`` streamed with the result's headers and warnings; the query's stream is
     closed when the response ends, even when the client went away before reading it."""
-    rows = result.stream
-    task = BackgroundTask(rows.close) if isinstance(rows, ResultStream) else None
     response = StreamingResponse(body, media_type=media_type, headers=result.headers,
-                                 background=task)
+                                 background=BackgroundTask(result.stream.close))
     response.headers["content-type"] = media_type
     for warning in result.warnings:
         response.headers.append("Warning", warning)

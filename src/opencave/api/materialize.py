@@ -191,7 +191,7 @@ def table_diff(datastack: str, table: str, request: Request,
     before = _instant(from_version, from_timestamp, "from")
     after = _instant(to_version, to_timestamp, "to")
     rows = svc.diff(datastack, table, before, after, user=user)
-    return arrow_response(QueryResult(rows), _arrow_options(request))
+    return arrow_response(QueryResult(ResultStream.of(rows)), _arrow_options(request))
 
 
 def _instant(version: int | None, timestamp: str | None, side: str) -> int | datetime:
@@ -229,12 +229,11 @@ def _arrow_options(request: Request) -> pa.ipc.IpcWriteOptions:
     return write_options(host, cave(request).settings.arrow_compression)
 
 
-def _json_records(rows: ResultStream | pa.Table) -> Iterator[bytes]:
+def _json_records(rows: ResultStream) -> Iterator[bytes]:
     """A JSON array of row objects, written batch by batch (``return_df=False``)."""
-    batches = rows if isinstance(rows, ResultStream) else rows.to_batches()
     yield b"["
     first = True
-    for batch in batches:
+    for batch in rows:
         for record in batch.to_pylist():
             yield (b"" if first else b",") + json.dumps(record, default=str).encode()
             first = False

@@ -43,9 +43,14 @@ class ResultStream:
 
     schema: pa.Schema
     _reader: pa.RecordBatchReader
-    _cursor: duckdb.DuckDBPyConnection
+    _cursor: duckdb.DuckDBPyConnection | None
     _release: Callable[[], None] = lambda: None
     _open: bool = True
+
+    @classmethod
+    def of(cls, rows: pa.Table) -> ResultStream:
+        """A stream over rows already in memory (a count, a page read whole, a diff)."""
+        return cls(rows.schema, rows.to_reader(), None)
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         try:
@@ -62,7 +67,8 @@ class ResultStream:
     def close(self) -> None:
         if self._open:
             self._open = False
-            self._cursor.close()
+            if self._cursor is not None:
+                self._cursor.close()
             self._release()
 
     def __del__(self) -> None:  # a stream dropped unread still gives its slot back

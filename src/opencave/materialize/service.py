@@ -41,7 +41,7 @@ WHOLE_PAGE_ROWS = 100_000
 class QueryResult:
     """Rows to stream plus the response headers caveclient reads."""
 
-    stream: ResultStream | pa.Table
+    stream: ResultStream
     headers: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -290,17 +290,16 @@ class MaterializationService:
             "column_names": json.dumps(_column_names(compiled)),
         }
         if count:
-            return QueryResult(pa.table({"count": [self.engine.count(compiled)]}), headers,
-                               warnings)
+            counted = pa.table({"count": [self.engine.count(compiled)]})
+            return QueryResult(ResultStream.of(counted), headers, warnings)
         if limit is None:
             return QueryResult(self.engine.stream(compiled), headers, warnings)
         # Whether the limit cut the result decides the warning, which goes out before the
         # rows: a small page is read whole first (a second query, the count, would cost
         # as much as the page: a peek at the 10^7-row synapse table took 0.1 s more).
-        rows: ResultStream | pa.Table
         if limit <= WHOLE_PAGE_ROWS:
-            rows = self.engine.table(compiled)
-            cut = rows.num_rows >= limit
+            page = self.engine.table(compiled)
+            cut, rows = page.num_rows >= limit, ResultStream.of(page)
         else:
             cut = self.engine.count(compiled) >= limit
             rows = self.engine.stream(compiled)
