@@ -205,8 +205,9 @@ class Compactor:
     def compact_masks(self, table: AnnotationTable, part: SnapshotPart,
                       directory: Path) -> tuple[SnapshotPart, int]:
         """Merge the newest masks of a part's chain per :func:`chain_merges` (so a part
-        keeps one to three masks, and each mask row is rewritten O(log) times); new masks
-        go to ``directory``. Returns the part and the bytes written."""
+        keeps a short chain, one to three masks at 10^7 and 10^8, and a mask row is
+        rewritten a few times as the chain grows); new masks go to ``directory``. Returns
+        the part and the bytes written."""
         written = 0
 
         def merge(members: list[Mask]) -> Mask:
