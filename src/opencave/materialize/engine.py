@@ -190,7 +190,7 @@ class QueryEngine:
         tables registered under the given names for its duration."""
         self._attach(attachments or {})
         with self._running(tables or {}) as cursor:
-            return cursor.sql(sql, params=params).to_arrow_table()
+            return self._arrow_stream(cursor, sql, params, DEFAULT_BATCH_ROWS).read_all()
 
     def count(self, query: CompiledQuery) -> int:
         self._attach(query.attachments)
