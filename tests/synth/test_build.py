@@ -7,14 +7,17 @@ import importlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from opencave.instance import OpenCave
 from opencave.materialize.materializer import Materializer
 from opencave.segmentation import SegmentationGraph
+from opencave.segmentation.locate import SupervoxelLocator
 from opencave.synth import build, is_complete, supervoxels, world
 from opencave.synth.cells import proofread_counts
+from opencave.synth.geometry import GEOMETRY, LAYOUT
 from tests.conftest import TEST_SYNAPSES
 
 DS = "minnie65_public"
@@ -36,8 +39,8 @@ def bulk(cave: OpenCave, table: str):
 
 def test_same_seed_same_datastack_other_seed_other_one(tmp_path: Path, monkeypatch):
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        # b computes its supervoxel anchors in many small ranges: the same anchors
-        monkeypatch.setattr(supervoxels, "ANCHOR_RANGE", 997 if name == "b" else 1 << 24)
+        # b computes its supervoxel anchors in many small batches: the same anchors
+        monkeypatch.setattr(supervoxels, "ANCHOR_BATCH", 997 if name == "b" else 1 << 24)
         build(tmp_path / name, synapses_total=12_000, seed=seed, progress=False)
     a, b, c = (OpenCave(tmp_path / n) for n in "abc")
     try:
@@ -51,6 +54,33 @@ def test_same_seed_same_datastack_other_seed_other_one(tmp_path: Path, monkeypat
     finally:
         for cave in (a, b, c):
             cave.close()
+
+
+def test_each_supervoxel_is_anchored_at_the_mean_of_its_points(cave):
+    """Oracle: pandas over the synapse and nucleus tables' points, grouped by supervoxel.
+    Supervoxels without a point sit at their piece's center, inside their own chunk."""
+    synapses = bulk(cave, "synapses_pni_2").to_pandas()
+    nuclei = rows(cave, 1718, "nucleus_detection_v0").query("pt_supervoxel_id != 0")
+    points = pd.concat([pd.DataFrame({
+        "sv": frame[f"{point}_supervoxel_id"],
+        **{axis: frame[f"{point}_position_{axis}"] for axis in "xyz"}})
+        for frame, point in ((synapses, "pre_pt"), (synapses, "post_pt"), (nuclei, "pt"))])
+    means = points.groupby("sv")[["x", "y", "z"]].mean()
+    scale = np.asarray(world.VOXEL_RESOLUTION) / np.asarray(world.GRAPH_RESOLUTION)
+
+    graph = SegmentationGraph.open(cave.live, cave.data.segmentation / world.SEGMENTATION_TABLE,
+                                   world.SEGMENTATION_TABLE)
+    locator = SupervoxelLocator.open(graph.base.directory, LAYOUT, GEOMETRY)
+    assert len(locator.ids) == graph.base.n_sv
+    at = locator.ids.searchsorted(means.index.to_numpy(np.uint64))
+    assert np.array_equal(locator.positions[at], np.round(means.to_numpy() * scale))
+
+    alone = np.setdiff1d(np.arange(len(locator.ids)), at)
+    assert len(alone) > 0
+    chunks = np.stack(LAYOUT.chunk_coordinates(locator.ids.at(alone)), axis=1)
+    near = np.asarray(locator.positions[alone]) - np.asarray(world.GRAPH_OFFSET)
+    lo = chunks * np.asarray(world.CHUNK_SIZE)
+    assert ((near >= lo - 1) & (near <= lo + np.asarray(world.CHUNK_SIZE))).all()
 
 
 def test_sizes_follow_the_scale(cave):

@@ -131,13 +131,10 @@ def _build(cave: OpenCave, checkpoint: Checkpoint, memory_limit: str,
                                        world.SEGMENTATION_TABLE)
         if not checkpoint.finished("anchors"):
             DataDir.remove([cave.data.root / "truth"])
-            _write_anchors(con, graph, work / "anchors", bar)
+            _write_anchors(con, graph, bar)
             if total <= TRUTH_MAX_SYNAPSES:
                 _write_truth(cave.data.root / "truth", con, plan)
             checkpoint.finish("anchors")
-        # The pieces and anchors were its last readers (dropped only once they are done:
-        # a resumed anchors step reads it again).
-        con.execute("DROP TABLE IF EXISTS endpoints")
         if not checkpoint.finished("edits"):
             _apply_edits(graph, plan, bar)
             checkpoint.finish("edits")
@@ -210,13 +207,13 @@ def _segmentation(cave: OpenCave, con: duckdb.DuckDBPyConnection, plan: edit_pla
     )
 
 
-def _write_anchors(con: duckdb.DuckDBPyConnection, graph: SegmentationGraph, work: Path,
+def _write_anchors(con: duckdb.DuckDBPyConnection, graph: SegmentationGraph,
                    bar: Steps) -> None:
     task = bar.task("anchors", graph.base.n_sv)
     scale = np.asarray(world.VOXEL_RESOLUTION) / np.asarray(world.GRAPH_RESOLUTION)
 
     def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for ids, positions in supervoxels.anchor_batches(con, work):
+        for ids, positions in supervoxels.anchor_batches(con):
             yield ids, np.round(positions * scale)
             bar.advance(task, len(ids))
 

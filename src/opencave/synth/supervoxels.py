@@ -12,14 +12,12 @@ splits can cut.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
 from ..segmentation.arrays import ranges
-from ..segmentation.buckets import Buckets
 from . import world
 from .cells import Cells
 from .geometry import chunk_coordinates
@@ -28,18 +26,23 @@ from .synapses import chunk_ids
 #: Rows per batch read from the work database.
 BATCH_ROWS = 1 << 22
 
+#: Each piece's supervoxels (numbered after those of its chunk's earlier cells) and its
+#: center, the mean of its endpoints: the anchor of its supervoxels without endpoints.
 _CREATE_PIECES = """
 CREATE OR REPLACE TABLE pieces AS
 WITH counted AS (
-    SELECT cell, chunk, count(*) AS n, bool_or(side = 2) AS has_soma
+    SELECT cell, chunk, count(*) AS n, bool_or(side = 2) AS has_soma,
+           avg(x) AS x, avg(y) AS y, avg(z) AS z
     FROM endpoints GROUP BY cell, chunk
 ), sized AS (
-    SELECT cell, chunk, has_soma, ((n + {per} - 1) // {per})::BIGINT AS n_sv FROM counted
+    SELECT cell, chunk, has_soma, ((n + {per} - 1) // {per})::BIGINT AS n_sv, x, y, z
+    FROM counted
 )
 SELECT cell, chunk, has_soma, n_sv,
        (chunk + 1 + coalesce(sum(n_sv) OVER (
            PARTITION BY chunk ORDER BY cell
-           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0))::BIGINT AS first_sv
+           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0))::BIGINT AS first_sv,
+       x, y, z
 FROM sized
 """
 
@@ -66,39 +69,13 @@ SELECT a, b FROM within
 UNION ALL SELECT a, b FROM between_pieces WHERE b IS NOT NULL
 """
 
-#: Each piece's supervoxel range with the mean position of its endpoints (a piece is a
-#: (cell, chunk), so a plain GROUP BY): the anchor of its supervoxels without endpoints.
-_PIECE_CENTERS = """
-CREATE OR REPLACE TABLE piece_centers AS
-SELECT p.first_sv, p.n_sv, m.x, m.y, m.z
-FROM pieces p JOIN (
-    SELECT cell, chunk, avg(x) AS x, avg(y) AS y, avg(z) AS z FROM endpoints
-    GROUP BY cell, chunk
-) m USING (cell, chunk)
-"""
-#: Anchors are computed one range of supervoxels at a time, from the endpoints and pieces
-#: of that range: both are first dealt into per-range files in one pass each, so the cost
-#: is linear (a query per range over the whole endpoint table was quadratic: 8 of the 54
-#: minutes of the 10^8 build).
-_ENDPOINT = np.dtype([("sv", np.int64), ("x", np.int64), ("y", np.int64), ("z", np.int64)])
-_PIECE = np.dtype([("first_sv", np.int64), ("n_sv", np.int64), ("x", np.float64),
-                   ("y", np.float64), ("z", np.float64)])
-#: Supervoxels per anchor range: bounds the NumPy memory of one range (a few hundred MB); the
-#: number of ranges costs nothing since each reads only its own files.
-ANCHOR_RANGE = 1 << 22
-#: Where the anchor ranges start: at a piece (a piece is a run of ids), the first piece of
-#: each ~{size} supervoxels counted in id order. Found by DuckDB: pieces number 10^7–10^8.
-_ANCHOR_RANGES = """
-SELECT min(first_sv) AS lo FROM (
-    SELECT first_sv, sum(n_sv) OVER (ORDER BY first_sv ROWS UNBOUNDED PRECEDING) - n_sv
-           AS before
-    FROM piece_centers
-) GROUP BY before // {size} ORDER BY lo
-"""
+#: Pieces per batch of anchors: bounds the NumPy memory of one batch (a few hundred MB).
+ANCHOR_BATCH = 1 << 22
 
 
 def assign(con: duckdb.DuckDBPyConnection, raw_parts: list[str], cells: Cells) -> None:
-    """Create the ``endpoints``, ``pieces`` and ``endpoint_sv`` tables."""
+    """Create the ``pieces`` and ``endpoint_sv`` tables (from ``endpoints``, dropped once
+    they are made: the largest table of the work database)."""
     segmented = cells.segmented
     somas = pa.table({
         "cell": segmented.astype(np.int64),
@@ -124,6 +101,7 @@ def assign(con: duckdb.DuckDBPyConnection, raw_parts: list[str], cells: Cells) -
     con.unregister("somas")
     con.execute(_CREATE_PIECES.format(per=world.ENDPOINTS_PER_SUPERVOXEL))
     con.execute(_ASSIGN)
+    con.execute("DROP TABLE endpoints")
 
 
 def _soma_chunks(cells: Cells, index: np.ndarray) -> np.ndarray:
@@ -174,61 +152,65 @@ def edge_affinity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (0.5 + (mixed % np.uint64(1000)).astype(np.float32) / 2000.0).astype(np.float32)
 
 
-def anchor_batches(con: duckdb.DuckDBPyConnection, work: Path
+def anchor_batches(con: duckdb.DuckDBPyConnection, rows: int = ANCHOR_BATCH
                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """A position inside each supervoxel (ids ascending, positions (n, 3) in annotation
     voxels), in batches: what point lookups snap to — the mean of the supervoxel's
-    endpoints, else its piece's center. ``work``: a directory for the per-range files."""
-    con.execute(_PIECE_CENTERS)
-    starts = con.sql(_ANCHOR_RANGES.format(size=ANCHOR_RANGE)).fetchnumpy()["lo"]
-    if not len(starts):
-        con.execute("DROP TABLE piece_centers")
-        return
-    cuts = np.asarray(starts, dtype=np.int64)
-    endpoints = _deal(con, "SELECT sv, x, y, z FROM endpoint_sv", "sv", _ENDPOINT,
-                      Buckets(work / "endpoints", cuts, _ENDPOINT))
-    pieces = _deal(con, "SELECT first_sv, n_sv, x, y, z FROM piece_centers", "first_sv",
-                   _PIECE, Buckets(work / "pieces", cuts, _PIECE))
-    con.execute("DROP TABLE piece_centers")
+    endpoints, else its piece's center (a piece's mean endpoint).
+
+    A merge of two streams sorted by DuckDB (on both cores, spilling beyond its memory
+    limit): the pieces by first supervoxel and the endpoints by supervoxel. A batch of
+    pieces covers a run of ids, so its endpoints are the next ones below its end."""
+    sorted_endpoints = _batches(con, "SELECT sv, x, y, z FROM endpoint_sv ORDER BY sv", rows)
+    endpoints = _SortedRows(sorted_endpoints)
     try:
-        for index in range(len(cuts)):
-            yield _range_anchors(pieces.read(index), endpoints.read(index))
-            pieces.drop(index)
-            endpoints.drop(index)
+        for pieces in _batches(
+                con, "SELECT first_sv, n_sv, x, y, z FROM pieces ORDER BY first_sv", rows):
+            first = pieces.column("first_sv").to_numpy()
+            end = int(first[-1] + pieces.column("n_sv").to_numpy()[-1])
+            yield _anchors_of(pieces, endpoints.below(end))
     finally:
-        pieces.remove()
-        endpoints.remove()
+        sorted_endpoints.close()
 
 
-def _deal(con: duckdb.DuckDBPyConnection, sql: str, key: str, dtype: np.dtype,
-          buckets: Buckets) -> Buckets:
-    """The query's rows, as records of ``dtype``, dealt into ``buckets`` by ``key``."""
-    for batch in _batches(con, sql):
-        records = np.empty(batch.num_rows, dtype=dtype)
-        for name in dtype.names or ():
-            records[name] = batch.column(name).to_numpy()
-        buckets.add(records[key], records)
-    return buckets
+class _SortedRows:
+    """A stream of record batches sorted by their first column, taken in consecutive
+    key ranges."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch]) -> None:
+        self._batches = batches
+        self._pending: pa.RecordBatch | None = None
+
+    def below(self, bound: int) -> list[pa.RecordBatch]:
+        """The next rows whose key is below ``bound``."""
+        taken = []
+        while True:
+            batch = self._pending if self._pending is not None else next(self._batches, None)
+            if batch is None:
+                return taken
+            cut = int(np.searchsorted(batch.column(0).to_numpy(), bound))
+            taken.append(batch.slice(0, cut))
+            self._pending = batch.slice(cut) if cut < batch.num_rows else None
+            if self._pending is not None:
+                return taken
 
 
-def _range_anchors(pieces: np.ndarray, endpoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Anchors of one range: every supervoxel of its pieces, at the mean of its endpoints
-    (sums of integer coordinates, exact in float64 in any order), else at its piece's
-    center."""
-    pieces = pieces[np.argsort(np.ascontiguousarray(pieces["first_sv"]))]
-    svs, owner = ranges(pieces["first_sv"], pieces["first_sv"] + pieces["n_sv"])
-    positions = np.stack([pieces[axis] for axis in "xyz"], axis=1)[owner]
-    if len(endpoints):
-        # Sorted by supervoxel (one column sorted, the others gathered: sorting the records
-        # or searching unsorted ids was several times slower).
-        order = np.argsort(np.ascontiguousarray(endpoints["sv"]))
-        sv = endpoints["sv"][order]
-        first = np.flatnonzero(np.concatenate([[True], sv[1:] != sv[:-1]]))
-        counts = np.diff(np.concatenate([first, [len(sv)]]))
-        at = np.searchsorted(svs, sv[first])
+def _anchors_of(pieces: pa.RecordBatch, endpoints: list[pa.RecordBatch]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Anchors of a run of pieces: every supervoxel of them, at the mean of its endpoints
+    (sorted by supervoxel; sums of integer coordinates, exact in float64 in any order),
+    else at its piece's center."""
+    first = pieces.column("first_sv").to_numpy()
+    svs, owner = ranges(first, first + pieces.column("n_sv").to_numpy())
+    positions = np.stack([pieces.column(axis).to_numpy() for axis in "xyz"], axis=1)[owner]
+    rows = pa.Table.from_batches(endpoints) if endpoints else pa.table({})
+    if rows.num_rows:
+        sv = rows.column("sv").to_numpy()
+        starts = np.flatnonzero(np.concatenate([[True], sv[1:] != sv[:-1]]))
+        counts = np.diff(np.concatenate([starts, [len(sv)]]))
+        at = np.searchsorted(svs, sv[starts])
         for k, axis in enumerate("xyz"):
-            column = np.ascontiguousarray(endpoints[axis])[order]
-            positions[at, k] = np.add.reduceat(column, first) / counts
+            positions[at, k] = np.add.reduceat(rows.column(axis).to_numpy(), starts) / counts
     return svs.astype(np.uint64), positions
 
 
