@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -15,6 +16,7 @@ from opencave.instance import OpenCave
 from opencave.materialize.materializer import Materializer
 from opencave.segmentation import SegmentationGraph
 from opencave.segmentation.locate import SupervoxelLocator
+from opencave.storage.segments import serving_path
 from opencave.synth import build, is_complete, supervoxels, world
 from opencave.synth.cells import proofread_counts
 from opencave.synth.geometry import GEOMETRY, LAYOUT
@@ -85,6 +87,12 @@ def test_each_supervoxel_is_anchored_at_the_mean_of_its_points(cave):
 
 def test_sizes_follow_the_scale(cave):
     assert len(bulk(cave, "synapses_pni_2")) == TEST_SYNAPSES
+    (segment,) = cave.tables.segments(cave.tables.get(world.ALIGNED_VOLUME, "synapses_pni_2"))
+    copy_file = serving_path(cave.data.absolute(segment.path))
+    with duckdb.connect(str(copy_file), read_only=True) as copy:
+        assert set(copy.sql("SHOW TABLES").fetchnumpy()["name"]) == {
+            "by_pre_pt_root_id", "by_post_pt_root_id"}
+    assert not (cave.data.root / ".synth-work").exists()
     nuclei = rows(cave, 1718, "nucleus_detection_v0")
     assert len(nuclei) == max(400, round(world.REAL_NUCLEI * TEST_SYNAPSES / world.REAL_SYNAPSES))
     assert (nuclei.pt_root_id == 0).mean() == pytest.approx(world.NUCLEUS_KINDS["none"], abs=0.1)
