@@ -2,8 +2,7 @@
 
 Steps (each with a progress bar): cells → raw synapses (streamed in parts) → supervoxels and
 edges (DuckDB) → segmentation graph with its false merges → the proofreading edits between
-versions → annotation tables as sorted segments (the serving copies of the large ones once
-the work database is gone: the build's disk peak) → the twelve public versions, materialized
+versions → annotation tables as sorted segments → the twelve public versions, materialized
 incrementally. Deterministic for a given seed. Interrupting leaves the half-built directory
 marked incomplete; building it again with the same size and seed resumes after the last
 step that finished.
@@ -32,15 +31,7 @@ from ..segmentation import SegmentationGraph
 from ..segmentation.locate import SupervoxelLocator
 from ..settings import Settings
 from ..storage.files import DataDir, unique_name
-from ..storage.segments import (
-    SERVING_MIN_ROWS,
-    Segment,
-    copy_sorted_segment,
-    max_id,
-    serving_path,
-    write_serving_copy,
-    write_table_segment,
-)
+from ..storage.segments import Segment, copy_sorted_segment, max_id, write_table_segment
 from ..timestamps import to_micros
 from . import edits as edit_plan
 from . import supervoxels, synapses, tables, world
@@ -83,9 +74,6 @@ def build(out: Path, *, synapses_total: int = 1_000_000, seed: int = 0,
     try:
         with steps(progress) as bar:
             report = _build(cave, checkpoint, memory_limit, bar)
-            if not checkpoint.finished("serving copies"):
-                _serving_copies(cave, memory_limit, bar)
-                checkpoint.finish("serving copies")
             report.versions = _materialize(cave, checkpoint, bar)
         if checkpoint.resumed:  # what an interrupted step wrote that no version uses;
             with contextlib.suppress(Conflict):  # left to `opencave gc` if the dir is in use
@@ -320,27 +308,12 @@ def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: Segment
                 select = tables.synapse_select()
             else:
                 select = tables.prediction_select()
-            # Its serving copy waits for the work database to be gone (the build's disk peak).
-            rows = copy_sorted_segment(con, path, select, {"parts": parts}, table.cluster_key)
+            rows = copy_sorted_segment(con, path, select, {"parts": parts}, table.cluster_key,
+                                       table.serving_keys)
         cave.tables.add_segment(table, Segment(cave.data.relative(path), rows,
                                                table.cluster_key, to_micros(start)),
                                 max_id(path), when=spec.created)
         bar.advance(task)
-
-
-def _serving_copies(cave: OpenCave, memory_limit: str, bar: Steps) -> None:
-    """The serving copies the annotation tables' bulk segments were written without."""
-    missing = []
-    for name in cave.tables.names(world.ALIGNED_VOLUME):
-        table = cave.tables.get(world.ALIGNED_VOLUME, name)
-        for segment in cave.tables.segments(table):
-            path = cave.data.absolute(segment.path)
-            if segment.num_rows >= SERVING_MIN_ROWS and not serving_path(path).exists():
-                missing.append((path, table.serving_keys, segment.num_rows))
-    task = bar.task("serving copies", sum(rows for *_, rows in missing))
-    for path, keys, rows in missing:
-        write_serving_copy(path, keys, memory_limit=memory_limit)
-        bar.advance(task, rows)
 
 
 def _create_table(cave: OpenCave, spec: tables.TableSpec) -> AnnotationTable:
