@@ -1,7 +1,7 @@
 """Where an interrupted ``synth`` build resumes: after the last step it finished.
 
-A build at 10^8 synapses takes about an hour and at 3.4×10^8 several; a Ctrl-C, a crash or a
-machine going away should cost the step it was in, not the hours before. After each step
+A build at 10^8 synapses takes about half an hour and at 3.4×10^8 hours; a Ctrl-C, a crash
+or a machine going away should cost the step it was in, not the hours before. After each step
 the build records its name here with a copy of the live store as the step left it (the
 store is small: tens of MB at 10^8) and the values later steps need. Resuming puts that copy
 back — which undoes whatever the interrupted step had written to the store, such as half its
