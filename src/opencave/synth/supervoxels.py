@@ -152,8 +152,7 @@ def edge_affinity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (0.5 + (mixed % np.uint64(1000)).astype(np.float32) / 2000.0).astype(np.float32)
 
 
-def anchor_batches(con: duckdb.DuckDBPyConnection, rows: int = ANCHOR_BATCH
-                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def anchor_batches(con: duckdb.DuckDBPyConnection) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """A position inside each supervoxel (ids ascending, positions (n, 3) in annotation
     voxels), in batches: what point lookups snap to — the mean of the supervoxel's
     endpoints, else its piece's center (a piece's mean endpoint).
@@ -161,6 +160,7 @@ def anchor_batches(con: duckdb.DuckDBPyConnection, rows: int = ANCHOR_BATCH
     A merge of two streams sorted by DuckDB (on both cores, spilling beyond its memory
     limit): the pieces by first supervoxel and the endpoints by supervoxel. A batch of
     pieces covers a run of ids, so its endpoints are the next ones below its end."""
+    rows = ANCHOR_BATCH  # read at each call: a test makes many small batches
     sorted_endpoints = _batches(con, "SELECT sv, x, y, z FROM endpoint_sv ORDER BY sv", rows)
     endpoints = _SortedRows(sorted_endpoints)
     try:
