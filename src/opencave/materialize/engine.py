@@ -27,7 +27,8 @@ QUEUE_SECONDS = 120.0
 #: free query slots: a neuron's synapses need not wait while four clients download whole
 #: tables.
 LOOKUP_QUERIES = 2
-#: Parsed count statements kept for reuse, by text. A statement's text depends on the
+#: Parsed statements kept for reuse, by text: counts, and every query when DuckDB lacks the
+#: submit :meth:`QueryEngine._arrow_stream` uses. A statement's text depends on the
 #: version's parts and the query's shape, never on its values (those are bound parameters),
 #: so the queries of a workload repeat a few texts; parsing one of ~4 kB costs ~2 ms.
 PARSED_STATEMENTS = 256
