@@ -263,6 +263,34 @@ def compile_query(query: Query, data_dir: DataDir) -> CompiledQuery:
     )
 
 
+def compile_id_bound(query: Query, data_dir: DataDir, rows: int
+                     ) -> tuple[str, list[Any], Sources]:
+    """A statement for the ``rows``-th smallest id among a single table's rows that are alive
+    and pass the query's filters, counted before any mask hides them, and how many such rows
+    there are when fewer (columns ``bound``, ``seen``). Masks only remove rows, so the first
+    ``rows`` visible ones lie at or below that bound. Each part contributes its own top
+    ``rows`` ids, read from the id column alone."""
+    if query.is_join:
+        raise ValueError("an id bound is for single-table queries")
+    relation = query.relations[0]
+    params: list[Any] = []
+    sources = Sources(data_dir)
+    lists = ValueLists()
+    filters = list(query.filters)
+    tops = []
+    for branch, values in _branches(relation, filters, sources, lists, "t0", masked=False):
+        params.extend(values)
+        condition = _conditions(filters, "r", params, lists)
+        tops.append(f"(SELECT r.id FROM ({branch}) AS r WHERE {condition} "
+                    "ORDER BY r.id LIMIT ?)")
+        params.append(rows)
+    union = " UNION ALL ".join(tops) or "(SELECT NULL::BIGINT AS id WHERE FALSE)"
+    with_sql = f"WITH {', '.join(lists.definitions)} " if lists.definitions else ""
+    sql = (f"{with_sql}SELECT max(id) AS bound, count(*) AS seen "
+           f"FROM (SELECT id FROM ({union}) ORDER BY id LIMIT ?)")
+    return sql, lists.params + params + [rows], sources
+
+
 #: A query that picks its rows by at most this many values of a serving key is a lookup,
 LOOKUP_VALUES = 64
 #: and so is one that reads only tables of at most this many rows (the nucleus and cell-type
@@ -342,10 +370,11 @@ def _scan_key(relation: Relation, filters: list[Filter]) -> str:
 
 def _on_mask(filters: list[Filter], mask_keys: Sequence[str], params: list[Any],
              lists: ValueLists) -> str:
-    """The query's filters on columns a mask holds, over alias ``r``: they apply to the mask
-    as well (it holds the segment's own values, so this drops only non-matches)."""
-    return _conditions([f for f in filters if set(f.columns) <= set(mask_keys)], "r", params,
-                       lists)
+    """The query's filters on columns a mask holds (its ids and ``mask_keys``), over alias
+    ``r``: they apply to the mask as well (it holds the segment's own values, so this drops
+    only non-matches)."""
+    held = {"id", *mask_keys}
+    return _conditions([f for f in filters if set(f.columns) <= held], "r", params, lists)
 
 
 def anti_join_masks(part: SnapshotPart, key: str, sources: Sources, params: list[Any],
@@ -365,6 +394,22 @@ def _relation_cte(relation: Relation, filters: list[Filter], sources: Sources,
                   params: list[Any], lists: ValueLists, alias: str) -> str:
     """The relation's visible rows: each part (segment minus masks, persisted and live)
     plus live rows, alive at the snapshot's timestamp."""
+    branches = []
+    for sql, values in _branches(relation, filters, sources, lists, alias, masked=True):
+        branches.append(sql)
+        params.extend(values)
+    if not branches:  # an empty table: one typed, empty branch keeps the schema
+        return "SELECT " + ", ".join(
+            f"NULL::{_duck_type(c)} AS \"{c.name}\"" for c in relation.columns
+        ) + " WHERE FALSE"
+    return " UNION ALL ".join(branches)
+
+
+def _branches(relation: Relation, filters: list[Filter], sources: Sources, lists: ValueLists,
+              alias: str, *, masked: bool) -> list[tuple[str, list[Any]]]:
+    """One SELECT per part of the relation (its segment, minus its masks when ``masked``)
+    and one for its live rows, each of the rows alive at the snapshot's timestamp, with its
+    parameters."""
     snapshot = relation.snapshot
     if snapshot is None:
         raise InvalidRequest(f"table {relation.name!r} has no data in this version")
@@ -375,27 +420,33 @@ def _relation_cte(relation: Relation, filters: list[Filter], sources: Sources,
     key = _scan_key(relation, filters)
     branches = []
     for index, part in enumerate(snapshot.parts):
+        params: list[Any] = []
         source = sources.stored(part.segment.path, key, params) + " AS s"
-        source += anti_join_masks(part, key, sources, params,
-                                  lambda mask: _on_mask(filters, mask.keys, params, lists))
-        if live is not None and index in live.masks:
-            name = f"{alias}_mask_{index}"
-            sources.tables[name] = live.masks[index]
-            condition = _on_mask(filters, live.masks[index].column_names[1:], params, lists)
-            source += (f" ANTI JOIN (SELECT r.id FROM {name} AS r WHERE {condition}) AS x "
-                       "ON s.id = x.id")
-        branches.append(f"SELECT {columns} FROM {source} {alive}")
-        params.extend([timestamp, timestamp])
+        if masked:
+            source += _masked(relation, index, part, key, filters, sources, params, lists,
+                              alias)
+        branches.append((f"SELECT {columns} FROM {source} {alive}",
+                         [*params, timestamp, timestamp]))
     if live is not None and live.rows is not None and live.rows.num_rows:
         name = f"{alias}_rows"
         sources.tables[name] = live.rows
-        branches.append(f"SELECT {columns} FROM {name} AS s {alive}")
-        params.extend([timestamp, timestamp])
-    if not branches:  # an empty table: one typed, empty branch keeps the schema
-        return "SELECT " + ", ".join(
-            f"NULL::{_duck_type(c)} AS \"{c.name}\"" for c in relation.columns
-        ) + " WHERE FALSE"
-    return " UNION ALL ".join(branches)
+        branches.append((f"SELECT {columns} FROM {name} AS s {alive}", [timestamp, timestamp]))
+    return branches
+
+
+def _masked(relation: Relation, index: int, part: SnapshotPart, key: str,
+            filters: list[Filter], sources: Sources, params: list[Any], lists: ValueLists,
+            alias: str) -> str:
+    """The anti-joins hiding what the part's masks, persisted and live, hide."""
+    sql = anti_join_masks(part, key, sources, params,
+                          lambda mask: _on_mask(filters, mask.keys, params, lists))
+    live = relation.live
+    if live is not None and index in live.masks:
+        name = f"{alias}_mask_{index}"
+        sources.tables[name] = live.masks[index]
+        condition = _on_mask(filters, live.masks[index].column_names[1:], params, lists)
+        sql += f" ANTI JOIN (SELECT r.id FROM {name} AS r WHERE {condition}) AS x ON s.id = x.id"
+    return sql
 
 
 def _stored_expression(column: Column) -> str:

@@ -26,6 +26,7 @@ from .changes import ChangeFinder
 from .diff import diff as diff_relations
 from .engine import QueryEngine, ResultStream
 from .filters import Filter, Op
+from .pages import read_page
 from .query import CompiledQuery, Query, compile_query, output_columns, parse_query
 from .relations import Relation
 from .snapshots import TableSnapshot
@@ -299,7 +300,7 @@ class MaterializationService:
         # rows: a small page is read whole first, where counting would run the query twice
         # (limit=10 on the 10^8-row synapse table through caveclient: 1.59 s -> 1.06 s).
         if limit <= WHOLE_PAGE_ROWS:
-            page = self.engine.table(compiled)
+            page = read_page(self.engine, query, compiled, self.data)
             cut, rows = page.num_rows >= limit, ResultStream.of(page)
         else:
             cut = self.engine.count(compiled) >= limit
