@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="skip streaming the whole synapse table over HTTP")
     parser.add_argument("--readme", action="store_true",
                         help="only rewrite README's Performance section from cached results")
-    parser.add_argument("--only", default="", help="comma-separated cases (q1,q2,q3,q4,q5)")
+    parser.add_argument("--only", default="", help="comma-separated cases (q1,q2,q3,q4,page,q5)")
     parser.add_argument("--data", type=Path,
                         help="use this existing datastack directory instead of the cache")
     parser.add_argument("--note", default="", help="a remark kept with the results (e.g. "
@@ -216,6 +216,8 @@ def cases(picks: Any) -> dict[str, list[Call]]:
         f"Q3 {len(picks.q3_neurons):,} neurons out": [
             Call("q3", LATEST, tuple(picks.q3_neurons))],
         f"Q4 {CELL_TYPE} ⋈ nuclei": [Call("q4", LATEST)],
+        "Page limit=10": [Call("page", LATEST, limit=10)],
+        "Page limit=1,000 offset=100,000": [Call("page", LATEST, limit=1000, offset=100_000)],
     }
 
 

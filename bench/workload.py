@@ -166,10 +166,12 @@ class _Degrees:
 class Call:
     """One request of a case: ``kind`` says what, ``ids`` which roots, at ``version``."""
 
-    kind: str  # q1_out | q1_in | q2 | q3 | q4
+    kind: str  # q1_out | q1_in | q2 | q3 | q4 | page
     version: int
     ids: tuple[int, ...] = ()
     label: str = ""
+    limit: int | None = None  # a page's
+    offset: int = 0
 
 
 def run_client(client: Any, call: Call) -> int:
@@ -191,6 +193,9 @@ def run_client(client: Any, call: Call) -> int:
     elif call.kind == "q4":
         df = mat.query_table(CELL_TYPES, filter_equal_dict={"cell_type": CELL_TYPE},
                              materialization_version=call.version)
+    elif call.kind == "page":  # the tutorials' first look at a table: limit=10
+        df = mat.query_table(SYNAPSES, limit=call.limit, offset=call.offset or None,
+                             materialization_version=call.version, log_warning=False)
     else:
         raise ValueError(call.kind)
     return len(df)
@@ -212,4 +217,7 @@ def postgres_sql(tables: dict[str, CaveTable], call: Call) -> str:
     if call.kind == "q4":
         return reference_join_query(tables[CELL_TYPES], tables[NUCLEI],
                                     equal={"cell_type": CELL_TYPE})
+    if call.kind == "page":  # in id order, as opencave pages (PostgreSQL walks its id index)
+        return (simple_query(syn) + f" ORDER BY a.id LIMIT {int(call.limit or 0)} "
+                f"OFFSET {int(call.offset)}")
     raise ValueError(call.kind)

@@ -73,13 +73,13 @@ def bounded(world, body):
 def bound_rows(monkeypatch):
     """The row counts the bounds of the next pages are taken over, in order."""
     asked = []
-    original = pages.compile_id_bound
+    original = pages.compile_page_ids
 
     def spy(query, data_dir, rows):
         asked.append(rows)
         return original(query, data_dir, rows)
 
-    monkeypatch.setattr(pages, "compile_id_bound", spy)
+    monkeypatch.setattr(pages, "compile_page_ids", spy)
     return asked
 
 

@@ -263,32 +263,55 @@ def compile_query(query: Query, data_dir: DataDir) -> CompiledQuery:
     )
 
 
-def compile_id_bound(query: Query, data_dir: DataDir, rows: int
+def compile_page_ids(query: Query, data_dir: DataDir, rows: int
                      ) -> tuple[str, list[Any], Sources]:
-    """A statement for the ``rows``-th smallest id among a single table's rows that are alive
-    and pass the query's filters, counted before any mask hides them, and how many such rows
-    there are when fewer (columns ``bound``, ``seen``). Masks only remove rows, so the first
-    ``rows`` visible ones lie at or below that bound. Each part contributes its own top
-    ``rows`` ids, read from the id column alone."""
+    """A statement for where a single-table page lies in id order, read from the id column
+    and the masks alone: the first and last id of the page (``first``, ``last``), how many
+    rows it found (``found``) and the bound below which it looked (``bound``; NULL when it
+    saw every row).
+
+    Each part contributes its ``rows`` smallest ids of rows alive and passing the filters,
+    then drops those its masks hide; below the smallest last id of a part that had more rows
+    (the bound), every visible row is among them, so the page is exact when it is whole or
+    when nothing was left out (no bound)."""
     if query.is_join:
-        raise ValueError("an id bound is for single-table queries")
+        raise ValueError("page ids are for single-table queries")
     relation = query.relations[0]
     params: list[Any] = []
     sources = Sources(data_dir)
     lists = ValueLists()
     filters = list(query.filters)
-    tops = []
-    for branch, values in _branches(relation, filters, sources, lists, "t0", masked=False):
+    ctes, limits, visible = [], [], []
+    key = _scan_key(relation, filters)
+    branches = _branches(relation, filters, sources, lists, "t0", masked=False)
+    for index, (branch, values) in enumerate(branches):
         params.extend(values)
         condition = _conditions(filters, "r", params, lists)
-        tops.append(f"(SELECT r.id FROM ({branch}) AS r WHERE {condition} "
+        ctes.append(f"c{index} AS (SELECT r.id FROM ({branch}) AS r WHERE {condition} "
                     "ORDER BY r.id LIMIT ?)")
         params.append(rows)
-    union = " UNION ALL ".join(tops) or "(SELECT NULL::BIGINT AS id WHERE FALSE)"
-    with_sql = f"WITH {', '.join(lists.definitions)} " if lists.definitions else ""
-    sql = (f"{with_sql}SELECT max(id) AS bound, count(*) AS seen "
-           f"FROM (SELECT id FROM ({union}) ORDER BY id LIMIT ?)")
-    return sql, lists.params + params + [rows], sources
+        limits.append(f"SELECT CASE WHEN count(*) >= ? THEN max(id) END AS b FROM c{index}")
+        visible.append(f"SELECT s.id FROM c{index} AS s")
+    mask_params: list[Any] = []
+    for index, part in enumerate(_parts(relation)):  # the live rows' branch has no masks
+        visible[index] += _masked(relation, index, part, key, filters, sources, mask_params,
+                                  lists, "t0", among=f"c{index}")
+    params += [rows] * len(limits) + mask_params
+    if not ctes:  # an empty table
+        ctes, limits, visible = ["c AS (SELECT NULL::BIGINT AS id WHERE FALSE)"], [
+            "SELECT NULL::BIGINT AS b"], ["SELECT id FROM c"]
+    ctes.append(f"bound AS (SELECT min(b) AS b FROM ({' UNION ALL '.join(limits)}))")
+    page = (f"SELECT v.id FROM ({' UNION ALL '.join(visible)}) AS v, bound "
+            "WHERE bound.b IS NULL OR v.id <= bound.b ORDER BY v.id LIMIT ? OFFSET ?")
+    params += [query.limit, query.offset or 0]
+    sql = (f"WITH {', '.join([*lists.definitions, *ctes])} "
+           "SELECT min(id) AS first, max(id) AS last, count(*) AS found, "
+           f"(SELECT b FROM bound) AS bound FROM ({page})")
+    return sql, lists.params + params, sources
+
+
+def _parts(relation: Relation) -> tuple[SnapshotPart, ...]:
+    return relation.snapshot.parts if relation.snapshot is not None else ()
 
 
 #: A query that picks its rows by at most this many values of a serving key is a lookup,
@@ -378,15 +401,18 @@ def _on_mask(filters: list[Filter], mask_keys: Sequence[str], params: list[Any],
 
 
 def anti_join_masks(part: SnapshotPart, key: str, sources: Sources, params: list[Any],
-                    condition: Callable[[Mask], str]) -> str:
+                    condition: Callable[[Mask], str], *, among: str | None = None) -> str:
     """``ANTI JOIN`` of the ids in a part's masks (segment alias ``s``), each mask read in
-    its copy sorted by ``key`` and narrowed by ``condition(mask)`` over alias ``r``."""
+    its copy sorted by ``key`` and narrowed by ``condition(mask)`` over alias ``r`` — and to
+    the ids of the relation ``among`` when given (a few candidates: DuckDB then filters the
+    mask's scan by their range instead of probing every mask row)."""
     if not part.masks:
         return ""
+    narrow = f" SEMI JOIN {among} AS w ON r.id = w.id" if among else ""
     scans = []
     for mask in part.masks:
         source = sources.stored(mask.path, key, params)
-        scans.append(f"SELECT r.id FROM {source} AS r WHERE {condition(mask)}")
+        scans.append(f"SELECT r.id FROM {source} AS r{narrow} WHERE {condition(mask)}")
     return f" ANTI JOIN ({' UNION ALL '.join(scans)}) AS m ON s.id = m.id"
 
 
@@ -436,10 +462,11 @@ def _branches(relation: Relation, filters: list[Filter], sources: Sources, lists
 
 def _masked(relation: Relation, index: int, part: SnapshotPart, key: str,
             filters: list[Filter], sources: Sources, params: list[Any], lists: ValueLists,
-            alias: str) -> str:
-    """The anti-joins hiding what the part's masks, persisted and live, hide."""
+            alias: str, among: str | None = None) -> str:
+    """The anti-joins hiding what the part's masks, persisted and live, hide (see
+    :func:`anti_join_masks` for ``among``)."""
     sql = anti_join_masks(part, key, sources, params,
-                          lambda mask: _on_mask(filters, mask.keys, params, lists))
+                          lambda mask: _on_mask(filters, mask.keys, params, lists), among=among)
     live = relation.live
     if live is not None and index in live.masks:
         name = f"{alias}_mask_{index}"
