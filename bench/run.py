@@ -218,6 +218,7 @@ def cases(picks: Any) -> dict[str, list[Call]]:
         f"Q4 {CELL_TYPE} ⋈ nuclei": [Call("q4", LATEST)],
         "Page limit=10": [Call("page", LATEST, limit=10)],
         "Page limit=1,000 offset=100,000": [Call("page", LATEST, limit=1000, offset=100_000)],
+        "Page target predictions ⋈ synapses limit=10": [Call("joined_page", LATEST, limit=10)],
     }
 
 

@@ -38,7 +38,8 @@ P_SIZES = {1181: 1436, 1718: 2275}
 Q3_NEURONS = 2000
 Q1_NEURONS = 8
 CELL_TYPE = "23P"
-PG_TABLES = (SYNAPSES, NUCLEI, CELL_TYPES)
+TARGET_PREDICTIONS = "synapse_target_predictions_ssa_v2"  # a reference table on synapses
+PG_TABLES = (SYNAPSES, NUCLEI, CELL_TYPES, TARGET_PREDICTIONS)
 
 
 @dataclass
@@ -166,7 +167,7 @@ class _Degrees:
 class Call:
     """One request of a case: ``kind`` says what, ``ids`` which roots, at ``version``."""
 
-    kind: str  # q1_out | q1_in | q2 | q3 | q4 | page
+    kind: str  # q1_out | q1_in | q2 | q3 | q4 | page | joined_page
     version: int
     ids: tuple[int, ...] = ()
     label: str = ""
@@ -193,8 +194,10 @@ def run_client(client: Any, call: Call) -> int:
     elif call.kind == "q4":
         df = mat.query_table(CELL_TYPES, filter_equal_dict={"cell_type": CELL_TYPE},
                              materialization_version=call.version)
-    elif call.kind == "page":  # the tutorials' first look at a table: limit=10
-        df = mat.query_table(SYNAPSES, limit=call.limit, offset=call.offset or None,
+    elif call.kind in ("page", "joined_page"):  # the tutorials' first look: limit=10
+        # caveclient merges a reference table with its target (merge_reference=True)
+        table = SYNAPSES if call.kind == "page" else TARGET_PREDICTIONS
+        df = mat.query_table(table, limit=call.limit, offset=call.offset or None,
                              materialization_version=call.version, log_warning=False)
     else:
         raise ValueError(call.kind)
@@ -217,7 +220,10 @@ def postgres_sql(tables: dict[str, CaveTable], call: Call) -> str:
     if call.kind == "q4":
         return reference_join_query(tables[CELL_TYPES], tables[NUCLEI],
                                     equal={"cell_type": CELL_TYPE})
+    page = f" LIMIT {int(call.limit or 0)} OFFSET {int(call.offset)}"
     if call.kind == "page":  # in id order, as opencave pages (PostgreSQL walks its id index)
-        return (simple_query(syn) + f" ORDER BY a.id LIMIT {int(call.limit or 0)} "
-                f"OFFSET {int(call.offset)}")
+        return simple_query(syn) + " ORDER BY a.id" + page
+    if call.kind == "joined_page":
+        return (reference_join_query(tables[TARGET_PREDICTIONS], syn, equal={})
+                + " ORDER BY r.id, t.id" + page)
     raise ValueError(call.kind)

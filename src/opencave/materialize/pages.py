@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..schemas import ColumnType
 from ..storage.files import DataDir
@@ -43,9 +44,11 @@ def read_page(engine: QueryEngine, query: Query, compiled: CompiledQuery,
     """The rows of a query with a ``limit`` (``compiled``: the query as compiled), read
     whole. A single-table query that is no lookup is found by its ids first; the rest
     (joins, samples, lookups, whose plans already read few rows) run as compiled."""
-    if (query.limit is None or query.is_join or query.random_sample or compiled.lookup
+    if (query.limit is None or query.random_sample or query.left_join or compiled.lookup
             or _last_row(query) > MAX_BOUNDED_ROWS):
         return engine.table(compiled)
+    if query.is_join:
+        return joined_page(engine, query, data_dir)
     return bounded_page(engine, query, data_dir)
 
 
@@ -65,13 +68,48 @@ def bounded_page(engine: QueryEngine, query: Query, data_dir: DataDir) -> pa.Tab
     return engine.table(compile_query(query, data_dir))
 
 
+def joined_page(engine: QueryEngine, query: Query, data_dir: DataDir) -> pa.Table:
+    """The page of an inner join of two tables with a ``limit``, ordered by the first
+    table's ids: its first rows (a bounded page of that table alone), then the join of those
+    with the rows of the second they name. A reference table peeked at with caveclient
+    (``limit=10``, merged with its 10^8-row target) took 40 s as one statement."""
+    if query.limit is None or len(query.relations) != 2 or query.left_join:
+        raise ValueError("a joined page needs a limit and an inner join of two tables")
+    first, second = query.relations
+    own_column, their_column = query.join_columns
+    rows = 2 * _last_row(query) + SLACK_ROWS
+    columns = first.by_name
+    for _ in range(TRIES):
+        alone = replace(query, relations=(first,), join_columns=(), suffixes={},
+                        select={first.name: (columns["id"], columns[own_column])},
+                        filters=tuple(f for f in query.filters if f.relation == first.name),
+                        limit=rows, offset=None, desired_resolution=None)
+        leading = bounded_page(engine, alone, data_dir)
+        if leading.num_rows == 0:
+            return engine.table(compile_query(between(query, 0, -1), data_dir))
+        ids = leading.column("id")
+        named = tuple(v for v in pc.unique(leading.column(own_column)).to_pylist()
+                      if v is not None)
+        narrowed = replace(query, filters=(
+            *query.filters, *_id_range(first.name, pc.min(ids).as_py(), pc.max(ids).as_py()),
+            Filter(second.name, (their_column,), Op.IN, named,
+                   second.by_name[their_column].type)))
+        page = engine.table(compile_query(narrowed, data_dir))
+        if page.num_rows == query.limit or leading.num_rows < rows:
+            return page
+        rows *= GROWTH
+    return engine.table(compile_query(query, data_dir))
+
+
 def between(query: Query, first: int, last: int) -> Query:
     """The query's rows with ids from ``first`` to ``last``, from the first on (no offset)."""
-    relation = query.relations[0].name
     return replace(query, offset=None, filters=(
-        *query.filters,
-        Filter(relation, ("id",), Op.GREATER_EQUAL, first, ColumnType.INT64),
-        Filter(relation, ("id",), Op.LESS_EQUAL, last, ColumnType.INT64)))
+        *query.filters, *_id_range(query.relations[0].name, first, last)))
+
+
+def _id_range(relation: str, first: int, last: int) -> tuple[Filter, Filter]:
+    return (Filter(relation, ("id",), Op.GREATER_EQUAL, first, ColumnType.INT64),
+            Filter(relation, ("id",), Op.LESS_EQUAL, last, ColumnType.INT64))
 
 
 def _last_row(query: Query) -> int:
