@@ -167,14 +167,18 @@ def test_simple_queries_match_the_oracle(oracle, mat, data):
     _same(got, expected, columns)
 
 
-@pytest.mark.parametrize("bounded", [False, True], ids=["as-compiled", "below-an-id-bound"])
+@pytest.fixture(params=["as-compiled", "found-by-ids"])
+def page_path(request, monkeypatch):
+    """Both ways a page is read: the test tables are small, so every query is a lookup and
+    runs as compiled; with no table small, pages are found by their ids first and joined
+    pages from the first table's leading rows (materialize.pages)."""
+    if request.param == "found-by-ids":
+        monkeypatch.setattr(query, "LOOKUP_TABLE_ROWS", 0)
+
+
 @HYPOTHESIS
 @given(data=st.data())
-def test_pages_match_the_oracle(oracle, mat, data, bounded, monkeypatch):
-    # The test tables are small, so every query is a lookup and runs as compiled; with no
-    # table small, the synapse table's pages go through an id bound (materialize.pages).
-    if bounded:
-        monkeypatch.setattr(query, "LOOKUP_TABLE_ROWS", 0)
+def test_pages_match_the_oracle(oracle, mat, data, page_path):
     table = data.draw(st.sampled_from(SIMPLE_TABLES))
     version = data.draw(st.sampled_from(_versions_with(oracle, table)))
     truth = oracle.rows(table, TIMES[version]).sort_values("id")
@@ -189,21 +193,30 @@ def test_pages_match_the_oracle(oracle, mat, data, bounded, monkeypatch):
     assert list(got.id) == list(truth.id.iloc[offset:offset + limit])
 
 
-@HYPOTHESIS
-@given(data=st.data())
-def test_reference_joins_match_the_oracle(oracle, mat, data):
+def _reference_join(oracle, data, *, every_filter: bool) -> tuple[str, str, int, dict,
+                                                                   pd.DataFrame]:
+    """A random reference join: (reference, target, version, body, the oracle's rows). With
+    ``every_filter`` both tables are filtered, else each maybe."""
     version = data.draw(st.sampled_from([v for v, _ in world.VERSIONS if v >= 1507]))
     reference = data.draw(st.sampled_from(sorted(REFERENCE_TABLES)))
     target = REFERENCE_TABLES[reference]
-    refs = oracle.rows(reference, TIMES[version])
-    targets = oracle.rows(target, TIMES[version])
+    rows = {table: oracle.rows(table, TIMES[version]) for table in (reference, target)}
     body: dict = {}
-    body.update(_filters(refs, reference, schema_of(oracle.cave, reference), data))
-    for key, inner in _filters(targets, target, schema_of(oracle.cave, target), data).items():
-        body.setdefault(key, {}).update(inner)
-    expected = apply_filters(refs, reference, body).merge(
-        apply_filters(targets, target, body), left_on="target_id", right_on="id",
+    for table, frame in rows.items():
+        if every_filter or data.draw(st.booleans()):
+            for key, inner in _filters(frame, table, schema_of(oracle.cave, table), data).items():
+                body.setdefault(key, {}).update(inner)
+    expected = apply_filters(rows[reference], reference, body).merge(
+        apply_filters(rows[target], target, body), left_on="target_id", right_on="id",
         suffixes=("_ref", ""))
+    return reference, target, version, body, expected
+
+
+@HYPOTHESIS
+@given(data=st.data())
+def test_reference_joins_match_the_oracle(oracle, mat, data):
+    reference, target, version, body, expected = _reference_join(oracle, data,
+                                                                 every_filter=True)
     got = mat.join_query(
         [[reference, "target_id"], [target, "id"]], suffixes={reference: "_ref", target: ""},
         materialization_version=version, split_positions=True,
@@ -215,27 +228,12 @@ def test_reference_joins_match_the_oracle(oracle, mat, data):
     _same(got, expected, shared)
 
 
-@pytest.mark.parametrize("bounded", [False, True], ids=["as-compiled", "by-leading-rows"])
 @HYPOTHESIS
 @given(data=st.data())
-def test_reference_join_pages_match_the_oracle(oracle, mat, data, bounded, monkeypatch):
-    # As for single tables: with no table small, a joined page is read from the reference
-    # table's first rows and the targets they name (materialize.pages.joined_page).
-    if bounded:
-        monkeypatch.setattr(query, "LOOKUP_TABLE_ROWS", 0)
-    version = data.draw(st.sampled_from([v for v, _ in world.VERSIONS if v >= 1507]))
-    reference = data.draw(st.sampled_from(sorted(REFERENCE_TABLES)))
-    target = REFERENCE_TABLES[reference]
-    refs = oracle.rows(reference, TIMES[version])
-    targets = oracle.rows(target, TIMES[version])
-    body: dict = {}
-    for table, rows in ((reference, refs), (target, targets)):
-        if data.draw(st.booleans()):
-            for key, inner in _filters(rows, table, schema_of(oracle.cave, table), data).items():
-                body.setdefault(key, {}).update(inner)
-    expected = apply_filters(refs, reference, body).merge(
-        apply_filters(targets, target, body), left_on="target_id", right_on="id",
-        suffixes=("_ref", "")).sort_values(["id_ref", "id"])
+def test_reference_join_pages_match_the_oracle(oracle, mat, data, page_path):
+    reference, target, version, body, expected = _reference_join(oracle, data,
+                                                                 every_filter=False)
+    expected = expected.sort_values(["id_ref", "id"])
     limit = data.draw(st.integers(1, 100))
     offset = data.draw(st.integers(0, max(0, len(expected) - 1)))
     got = mat.join_query(
