@@ -176,12 +176,14 @@ class LoadReport:
 
 def load_version(pg: Postgres, cave: OpenCave, version: int, tables: Sequence[str], *,
                  spill: Path, log: callable = print) -> list[LoadReport]:  # type: ignore[valid-type]
-    """Copy a version's visible rows of ``tables`` from opencave into the CAVE layout."""
+    """Copy a version's visible rows of ``tables`` (those it has) from opencave into the CAVE
+    layout."""
     name = database(version)
     pg.create_database(name)
     svc = cave.materialization()
+    held = set(svc.table_names(DATASTACK, version))
     reports = []
-    for table_name in tables:
+    for table_name in (t for t in tables if t in held):
         table = CaveTable.of(cave, table_name)
         pg.sql(table.create_sql(), name)
         started = time.perf_counter()

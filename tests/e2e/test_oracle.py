@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from opencave.materialize import query
 from opencave.synth import world
 from tests.oracle import Oracle, apply_filters, schema_of
 
@@ -165,15 +164,6 @@ def test_simple_queries_match_the_oracle(oracle, mat, data):
     columns = [c for c in got.columns if c in expected.columns]
     assert set(got.columns) == {c.name for c in schema.columns() if c.name != "deleted"}
     _same(got, expected, columns)
-
-
-@pytest.fixture(params=["as-compiled", "found-by-ids"])
-def page_path(request, monkeypatch):
-    """Both ways a page is read: the test tables are small, so every query is a lookup and
-    runs as compiled; with no table small, pages are found by their ids first and joined
-    pages from the first table's leading rows (materialize.pages)."""
-    if request.param == "found-by-ids":
-        monkeypatch.setattr(query, "LOOKUP_TABLE_ROWS", 0)
 
 
 @HYPOTHESIS

@@ -137,6 +137,23 @@ def test_live_live_queries_match_the_oracle_at_any_time(history, data):
 
 @SETTINGS
 @given(data=st.data())
+def test_live_pages_match_the_oracle_at_any_time(history, data, page_path):
+    # Live changes (rows posted or re-rooted since the last version, masks held in memory)
+    # on the pages' both paths.
+    client, oracle, marks = history
+    table = data.draw(st.sampled_from(["synapses_pni_2", "tags"]))
+    lo = marks[0] if table == "tags" else world.VERSIONS[-1][1]
+    at = lo + (marks[-1] - lo) * data.draw(st.floats(0.0, 1.0))
+    truth = oracle.rows(table, at).sort_values("id")
+    limit = data.draw(st.integers(1, 300))
+    offset = data.draw(st.integers(0, max(0, len(truth) - 1)))
+    got = client.materialize.live_live_query(table, at, limit=limit, offset=offset,
+                                             allow_invalid_root_ids=True)
+    assert list(got.id) == list(truth.id.iloc[offset:offset + limit])
+
+
+@SETTINGS
+@given(data=st.data())
 def test_client_side_timestamp_queries_match_the_oracle(history, data):
     """caveclient's ``query_table(timestamp=T)`` reads the nearest version and maps roots
     to T; it never sees annotations written after that version (by design, as with the

@@ -13,6 +13,10 @@ below a bound, and the page is cut from them. Then the query runs as asked but b
 page's first and last id, a range DuckDB pushes into every part and mask. When masks hid
 so much that the page would reach past the bound, a larger ``n`` is tried, then the query
 without any of this.
+
+A joined page (an inner join of two tables, in the order of the first's ids, then the
+second's) is cut the same way from the first table's leading rows, joined only to the rows
+of the second that they name.
 """
 
 from __future__ import annotations
