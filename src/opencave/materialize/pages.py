@@ -46,8 +46,9 @@ MAX_BOUNDED_ROWS = 1_000_000
 def read_page(engine: QueryEngine, query: Query, compiled: CompiledQuery,
               data_dir: DataDir) -> pa.Table:
     """The rows of a query with a ``limit`` (``compiled``: the query as compiled), read
-    whole. A single-table query that is no lookup is found by its ids first; the rest
-    (joins, samples, lookups, whose plans already read few rows) run as compiled."""
+    whole. A single-table query that is no lookup is found by its ids first, an inner join
+    from its first table's leading rows; samples, left joins (views) and lookups (whose
+    plans already read few rows) run as compiled."""
     if (query.limit is None or query.random_sample or query.left_join or compiled.lookup
             or _last_row(query) > MAX_BOUNDED_ROWS):
         return engine.table(compiled)
@@ -83,9 +84,10 @@ def joined_page(engine: QueryEngine, query: Query, data_dir: DataDir) -> pa.Tabl
     own_column, their_column = query.join_columns
     rows = 2 * _last_row(query) + SLACK_ROWS
     columns = first.by_name
+    wanted = tuple({c.name: c for c in (columns["id"], columns[own_column])}.values())
     for _ in range(TRIES):
         alone = replace(query, relations=(first,), join_columns=(), suffixes={},
-                        select={first.name: (columns["id"], columns[own_column])},
+                        select={first.name: wanted},
                         filters=tuple(f for f in query.filters if f.relation == first.name),
                         limit=rows, offset=None, desired_resolution=None)
         leading = bounded_page(engine, alone, data_dir)
