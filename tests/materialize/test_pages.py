@@ -1,5 +1,6 @@
-"""Pages read below an id bound: the same rows as the plain ``ORDER BY id`` page, even when
-masks hide most of the smallest ids or an id lives on in a newer part."""
+"""Pages found by their ids first, and joined pages from the first table's leading rows: the
+same rows as the plain ``ORDER BY id`` page, even when masks hide most of the smallest ids,
+an id lives on in a newer part, or the second table's filters drop most leading rows."""
 
 from datetime import timedelta
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from opencave.materialize import pages
 from opencave.materialize import query as query_module
 from opencave.materialize.engine import QueryEngine
-from opencave.materialize.pages import bounded_page, read_page
+from opencave.materialize.pages import bounded_page, joined_page, read_page
 from opencave.materialize.query import compile_query, parse_query
 from opencave.materialize.relations import Relation
 from opencave.materialize.snapshots import Mask, SnapshotPart, TableSnapshot
@@ -58,6 +59,25 @@ def world(tmp_path_factory):
     visible = frame[~frame.id.isin(hidden)]
     visible = visible.set_index("id").combine_first(newer.to_pandas().set_index("id"))
     return DataDir(root), QueryEngine(), relation, visible.reset_index()
+
+
+@pytest.fixture(scope="module")
+def references(world, tmp_path_factory):
+    """A reference table naming every nucleus of ``world`` twice, its ids shuffled."""
+    data, _, _, _ = world
+    rng = np.random.default_rng(4)
+    n = 2 * ROWS
+    types = table_of("cell_type_reference", {
+        "id": rng.permutation(np.arange(1, n + 1)), "created": [T0] * n, "valid": [True] * n,
+        "target_id": np.tile(np.arange(1, ROWS + 1), 2),
+        "classification_system": ["excitatory_neuron"] * n,
+        "cell_type": rng.choice(["23P", "4P", "BC"], n),
+    }, n)
+    write_table_segment(data.root / "types.parquet", types, "target_id")
+    return Relation(
+        "types", get_schema_type("cell_type_reference").columns(), (4.0, 4.0, 40.0),
+        TableSnapshot("types", to_micros(T0 + timedelta(days=1)), (
+            SnapshotPart(Segment("types.parquet", n, "target_id")),), 0))
 
 
 def plain(world, body):
@@ -140,3 +160,23 @@ def test_lookups_and_samples_run_as_compiled(world, monkeypatch):
     query = parse_query({"limit": 5}, [relation])
     read_page(engine, query, compile_query(query, data), data)
     assert asked == [2 * 5 + pages.SLACK_ROWS]
+
+
+@pytest.mark.parametrize(("body", "tries"), [
+    ({"limit": 25, "offset": 40}, 1),
+    # nuclei with these roots live only in the newer part: most leading rows find no target
+    ({"limit": 20, "filter_greater_equal_dict": {"nuclei": {"pt_root_id": 45}}}, 2),
+    ({"limit": 500, "filter_equal_dict": {"types": {"cell_type": "BC"}},
+      "filter_less_dict": {"nuclei": {"pt_root_id": 20}}}, 2),
+])
+def test_a_joined_page_is_the_plain_page(world, references, body, tries, monkeypatch):
+    data, engine, nuclei, _ = world
+    asked = bound_rows(monkeypatch)
+    query = parse_query(body, [references, nuclei], join_columns=["target_id", "id"])
+    page = joined_page(engine, query, data)
+    assert page.equals(engine.table(compile_query(query, data)))
+    assert page.num_rows == body["limit"]
+    # the first table's leading rows: twice the page's end and some, then eight times that
+    leading = 2 * (body["limit"] + body.get("offset", 0)) + pages.SLACK_ROWS
+    tried = [leading * pages.GROWTH ** k for k in range(tries)]
+    assert asked == [2 * rows + pages.SLACK_ROWS for rows in tried]
