@@ -5,10 +5,11 @@ import pytest
 from opencave.materialize import query
 
 
-@pytest.fixture(params=["as-compiled", "found-by-ids"])
-def page_path(request, monkeypatch):
-    """Both ways a page is read: the test tables are small, so every query is a lookup and
-    runs as compiled; with no table small, pages are found by their ids first and joined
-    pages from the first table's leading rows (materialize.pages)."""
-    if request.param == "found-by-ids":
+@pytest.fixture(params=["tables-small", "no-table-small"])
+def table_sizes(request, monkeypatch):
+    """Both ways pages and joins are read: the test tables are small, so every query is a
+    lookup and runs as compiled; with no table small, pages are found by their ids first,
+    joined pages from the first table's leading rows, and joins read their second table by
+    the values their filtered first names (materialize.pages)."""
+    if request.param == "no-table-small":
         monkeypatch.setattr(query, "LOOKUP_TABLE_ROWS", 0)

@@ -168,7 +168,7 @@ def test_simple_queries_match_the_oracle(oracle, mat, data):
 
 @HYPOTHESIS
 @given(data=st.data())
-def test_pages_match_the_oracle(oracle, mat, data, page_path):
+def test_pages_match_the_oracle(oracle, mat, data, table_sizes):
     table = data.draw(st.sampled_from(SIMPLE_TABLES))
     version = data.draw(st.sampled_from(_versions_with(oracle, table)))
     truth = oracle.rows(table, TIMES[version]).sort_values("id")
@@ -204,7 +204,7 @@ def _reference_join(oracle, data, *, every_filter: bool) -> tuple[str, str, int,
 
 @HYPOTHESIS
 @given(data=st.data())
-def test_reference_joins_match_the_oracle(oracle, mat, data):
+def test_reference_joins_match_the_oracle(oracle, mat, data, table_sizes):
     reference, target, version, body, expected = _reference_join(oracle, data,
                                                                  every_filter=True)
     got = mat.join_query(
@@ -220,7 +220,7 @@ def test_reference_joins_match_the_oracle(oracle, mat, data):
 
 @HYPOTHESIS
 @given(data=st.data())
-def test_reference_join_pages_match_the_oracle(oracle, mat, data, page_path):
+def test_reference_join_pages_match_the_oracle(oracle, mat, data, table_sizes):
     reference, target, version, body, expected = _reference_join(oracle, data,
                                                                  every_filter=False)
     expected = expected.sort_values(["id_ref", "id"])

@@ -137,7 +137,7 @@ def test_live_live_queries_match_the_oracle_at_any_time(history, data):
 
 @SETTINGS
 @given(data=st.data())
-def test_live_pages_match_the_oracle_at_any_time(history, data, page_path):
+def test_live_pages_match_the_oracle_at_any_time(history, data, table_sizes):
     # Live changes (rows posted or re-rooted since the last version, masks held in memory)
     # on the pages' both paths.
     client, oracle, marks = history

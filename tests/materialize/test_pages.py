@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from opencave.materialize import pages
 from opencave.materialize import query as query_module
 from opencave.materialize.engine import QueryEngine
-from opencave.materialize.pages import bounded_page, joined_page, read_page
+from opencave.materialize.pages import bounded_page, joined_page, narrow_join, read_page
 from opencave.materialize.query import compile_query, parse_query
 from opencave.materialize.relations import Relation
 from opencave.materialize.snapshots import Mask, SnapshotPart, TableSnapshot
@@ -180,3 +180,21 @@ def test_a_joined_page_is_the_plain_page(world, references, body, tries, monkeyp
     leading = 2 * (body["limit"] + body.get("offset", 0)) + pages.SLACK_ROWS
     tried = [leading * pages.GROWTH ** k for k in range(tries)]
     assert asked == [2 * rows + pages.SLACK_ROWS for rows in tried]
+
+
+def test_a_join_reads_its_second_table_by_the_values_its_first_names(
+        world, references, monkeypatch):
+    data, engine, nuclei, _ = world
+    monkeypatch.setattr(query_module, "LOOKUP_TABLE_ROWS", 0)  # a lookup would run as is
+    body = {"filter_in_dict": {"types": {"cell_type": ["BC"]}},
+            "filter_less_dict": {"types": {"id": 200}}}
+    query = parse_query(body, [references, nuclei], join_columns=["target_id", "id"])
+    narrowed = narrow_join(engine, query, data)
+    named = narrowed.filters[-1]
+    assert (named.relation, named.columns) == ("nuclei", ("id",)) and 0 < len(named.value) < 200
+    plain = engine.table(compile_query(query, data)).sort_by("id")
+    assert engine.table(compile_query(narrowed, data)).sort_by("id").equals(plain)
+    monkeypatch.setattr(pages, "NAMED_VALUES", len(named.value) - 1)  # too many to name
+    assert narrow_join(engine, query, data) is query
+    unfiltered = parse_query({}, [references, nuclei], join_columns=["target_id", "id"])
+    assert narrow_join(engine, unfiltered, data) is unfiltered

@@ -16,7 +16,8 @@ without any of this.
 
 A joined page (an inner join of two tables, in the order of the first's ids, then the
 second's) is cut the same way from the first table's leading rows, joined only to the rows
-of the second that they name.
+of the second that they name. Any inner join whose first table is filtered down to a few
+join values reads the second table by those values (:func:`narrow_join`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from ..schemas import ColumnType
 from ..storage.files import DataDir
 from .engine import QueryEngine
 from .filters import Filter, Op
-from .query import CompiledQuery, Query, compile_page_ids, compile_query
+from .query import CompiledQuery, Query, compile_page_ids, compile_query, is_lookup
+from .relations import Relation
 
 #: Each part's ids are first taken up to twice the page's end plus this many, so a page
 #: survives masks hiding up to half of them (a tenth at 10^8, v1181).
@@ -41,6 +43,9 @@ TRIES = 2
 #: Pages ending beyond this row run as compiled: the ids taken per part would be as many
 #: as the page's sort holds.
 MAX_BOUNDED_ROWS = 1_000_000
+#: An inner join reads its second table by the values its filtered first table names when
+#: they are at most this many (an IN list; beyond it the hash join is as good).
+NAMED_VALUES = 10_000
 
 
 def read_page(engine: QueryEngine, query: Query, compiled: CompiledQuery,
@@ -98,13 +103,41 @@ def joined_page(engine: QueryEngine, query: Query, data_dir: DataDir) -> pa.Tabl
                       if v is not None)
         narrowed = replace(query, filters=(
             *query.filters, *_id_range(first.name, pc.min(ids).as_py(), pc.max(ids).as_py()),
-            Filter(second.name, (their_column,), Op.IN, named,
-                   second.by_name[their_column].type)))
+            _naming(second, their_column, named)))
         page = engine.table(compile_query(narrowed, data_dir))
         if page.num_rows == query.limit or leading.num_rows < rows:
             return page
         rows *= GROWTH
     return engine.table(compile_query(query, data_dir))
+
+
+def narrow_join(engine: QueryEngine, query: Query, data_dir: DataDir) -> Query:
+    """An inner join whose first table has filters, with its second table narrowed to the
+    join values those filters leave (at most :data:`NAMED_VALUES`; else the join as it is).
+    DuckDB's hash join would probe every row of the second table, masks and all: a reference
+    table filtered to 200 synapses, merged with the 10^8-row synapse table, took 1.1 s."""
+    if not query.is_join or query.left_join or len(query.relations) != 2 or is_lookup(query):
+        return query
+    first, second = query.relations
+    own = tuple(f for f in query.filters if f.relation == first.name)
+    if not own:
+        return query
+    own_column, their_column = query.join_columns
+    alone = compile_query(Query(relations=(first,), filters=own,
+                                select={first.name: (first.by_name[own_column],)}), data_dir)
+    name = alone.columns[0].name
+    found = engine.run(f'SELECT DISTINCT "{name}" AS v FROM ({alone.sql}) LIMIT ?',
+                       [*alone.params, NAMED_VALUES + 1], tables=alone.tables,
+                       attachments=alone.attachments).column("v").to_pylist()
+    if len(found) > NAMED_VALUES:
+        return query
+    named = tuple(v for v in found if v is not None)
+    return replace(query, filters=(*query.filters, _naming(second, their_column, named)))
+
+
+def _naming(relation: Relation, column: str, values: tuple[object, ...]) -> Filter:
+    """``column IN values`` on ``relation``."""
+    return Filter(relation.name, (column,), Op.IN, values, relation.by_name[column].type)
 
 
 def between(query: Query, first: int, last: int) -> Query:

@@ -26,7 +26,7 @@ from .changes import ChangeFinder
 from .diff import diff as diff_relations
 from .engine import QueryEngine, ResultStream
 from .filters import Filter, Op
-from .pages import read_page
+from .pages import narrow_join, read_page
 from .query import CompiledQuery, Query, compile_query, output_columns, parse_query
 from .relations import Relation
 from .snapshots import TableSnapshot
@@ -285,7 +285,7 @@ class MaterializationService:
         limit = query.limit
         if self.row_cap is not None and (limit is None or limit > self.row_cap):
             limit = self.row_cap
-        query = query.with_limit(limit)
+        query = narrow_join(self.engine, query.with_limit(limit), self.data)
         compiled = compile_query(query, self.data)
         headers = {
             "dataframe_resolution": ", ".join(str(float(r)) for r in query.resolution),
