@@ -175,8 +175,7 @@ def _mask_search(column: str | None, values: str) -> Callable[[Mask], str]:
     """The same search in a mask (alias ``r``): masks hold the segment's ids and key values;
     without the column, every masked row."""
     def condition(mask: Mask) -> str:
-        held = column == "id" or column in mask.keys
-        return _among("r", column if held else None, values)
+        return _among("r", column if column in mask.columns else None, values)
     return condition
 
 

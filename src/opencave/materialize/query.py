@@ -391,13 +391,13 @@ def _scan_key(relation: Relation, filters: list[Filter]) -> str:
     return next((k for k in relation.serving_keys if k in pinned), relation.serving_keys[0])
 
 
-def _on_mask(filters: list[Filter], mask_keys: Sequence[str], params: list[Any],
+def _on_mask(filters: list[Filter], held: Sequence[str], params: list[Any],
              lists: ValueLists) -> str:
-    """The query's filters on columns a mask holds (its ids and ``mask_keys``), over alias
+    """The query's filters on columns a mask holds (``held``: its ids and keys), over alias
     ``r``: they apply to the mask as well (it holds the segment's own values, so this drops
     only non-matches)."""
-    held = {"id", *mask_keys}
-    return _conditions([f for f in filters if set(f.columns) <= held], "r", params, lists)
+    return _conditions([f for f in filters if set(f.columns) <= set(held)], "r", params,
+                       lists)
 
 
 def anti_join_masks(part: SnapshotPart, key: str, sources: Sources, params: list[Any],
@@ -466,12 +466,12 @@ def _masked(relation: Relation, index: int, part: SnapshotPart, key: str,
     """The anti-joins hiding what the part's masks, persisted and live, hide (see
     :func:`anti_join_masks` for ``among``)."""
     sql = anti_join_masks(part, key, sources, params,
-                          lambda mask: _on_mask(filters, mask.keys, params, lists), among=among)
+                          lambda mask: _on_mask(filters, mask.columns, params, lists), among=among)
     live = relation.live
     if live is not None and index in live.masks:
         name = f"{alias}_mask_{index}"
         sources.tables[name] = live.masks[index]
-        condition = _on_mask(filters, live.masks[index].column_names[1:], params, lists)
+        condition = _on_mask(filters, live.masks[index].column_names, params, lists)
         sql += f" ANTI JOIN (SELECT r.id FROM {name} AS r WHERE {condition}) AS x ON s.id = x.id"
     return sql
 

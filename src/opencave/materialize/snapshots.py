@@ -26,6 +26,11 @@ class Mask:
     count: int
     keys: tuple[str, ...] = ()
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns the mask holds: what a query's filters may narrow it by."""
+        return ("id", *self.keys)
+
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "count": self.count, "keys": list(self.keys)}
 
