@@ -164,6 +164,18 @@ def must_not_run(*args, **kwargs):
     raise AssertionError("a step that an earlier run finished ran again")
 
 
+def assert_work_database_gone(work: Path) -> None:
+    """While the tables are written, the work database of the earlier steps and the
+    supervoxels' roots are gone (the build's disk peak): the tables' own database is empty
+    but for what they write."""
+    assert not (work / "sv_root").exists()
+    con = duckdb.connect(str(work / "work.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT table_name FROM duckdb_tables()").fetchall() == []
+    finally:
+        con.close()
+
+
 def test_an_interrupted_build_resumes_after_its_last_finished_step(tmp_path: Path):
     """Stopped in the middle of the edits (some applied), of the annotation tables and of
     the versions, each new run resumes after the last finished step — undoing what the
@@ -172,14 +184,14 @@ def test_an_interrupted_build_resumes_after_its_last_finished_step(tmp_path: Pat
     steps = importlib.import_module("opencave.synth.build")
     out, fresh = tmp_path / "resumed", tmp_path / "fresh"
     # (where the run stops, what it must not run again: a step an earlier run finished)
-    runs = [((SegmentationGraph, "merge", 2), None),
-            ((steps, "copy_sorted_segment", 0), "_raw_synapses"),
-            ((Materializer, "materialize", 2), "_apply_edits"),
-            (None, "_write_tables")]
+    runs = [((SegmentationGraph, "merge", 2), ()),
+            ((steps, "copy_sorted_segment", 0), ("_raw_synapses",)),
+            ((Materializer, "materialize", 2), ("_apply_edits", "_synapse_endpoints")),
+            (None, ("_write_tables",))]
     for stop, finished in runs:
         with pytest.MonkeyPatch.context() as patch:
-            if finished:
-                patch.setattr(steps, finished, must_not_run)
+            for name in finished:
+                patch.setattr(steps, name, must_not_run)
             if stop is None:
                 report = build(out, synapses_total=12_000, seed=3, progress=False)
             else:
@@ -187,6 +199,8 @@ def test_an_interrupted_build_resumes_after_its_last_finished_step(tmp_path: Pat
                 with pytest.raises(KeyboardInterrupt):
                     build(out, synapses_total=12_000, seed=3, progress=False)
                 assert not is_complete(out)
+                if stop[1] == "copy_sorted_segment":
+                    assert_work_database_gone(out / ".synth-work")
     assert report == build(fresh, synapses_total=12_000, seed=3, progress=False)
     assert not (out / ".synth-checkpoint").exists()
     a, b = OpenCave(out), OpenCave(fresh)

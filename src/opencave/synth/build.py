@@ -2,7 +2,8 @@
 
 Steps (each with a progress bar): cells → raw synapses (streamed in parts) → supervoxels and
 edges (DuckDB) → segmentation graph with its false merges → the proofreading edits between
-versions → annotation tables as sorted segments → the twelve public versions, materialized
+versions → each synapse's supervoxels and roots (after which the DuckDB work database goes)
+→ annotation tables as sorted segments → the twelve public versions, materialized
 incrementally. Deterministic for a given seed. Interrupting leaves the half-built directory
 marked incomplete; building it again with the same size and seed resumes after the last
 step that finished.
@@ -30,7 +31,7 @@ from ..progress import Steps, steps
 from ..segmentation import SegmentationGraph
 from ..segmentation.locate import SupervoxelLocator
 from ..settings import Settings
-from ..storage.files import DataDir, unique_name
+from ..storage.files import DataDir, atomic_path, unique_name
 from ..storage.segments import Segment, copy_sorted_segment, max_id, write_table_segment
 from ..timestamps import to_micros
 from . import edits as edit_plan
@@ -43,6 +44,10 @@ _INCOMPLETE = ".synth-incomplete"
 #: Up to this size the generator also writes its segmentation ground truth (every edge and
 #: every edit) under ``truth/``, for independent oracles.
 TRUTH_MAX_SYNAPSES = 10_000_000
+#: In the work directory: the DuckDB database of the steps before the tables, and each
+#: synapse's supervoxels and roots (what the tables keep of it).
+_WORK_DATABASE = "work.duckdb"
+_ENDPOINTS = "synapse_endpoints.parquet"
 
 
 @dataclass
@@ -91,7 +96,7 @@ def is_complete(out: Path) -> bool:
 
 def _work_database(work: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
     work.mkdir(exist_ok=True)
-    con = duckdb.connect(str(work / "work.duckdb"))
+    con = duckdb.connect(str(work / _WORK_DATABASE))
     con.execute("SET memory_limit = ?", [memory_limit])
     con.execute("SET temp_directory = ?", [str(work / "spill")])
     con.execute("SET TimeZone = 'UTC'")
@@ -111,47 +116,70 @@ def _build(cave: OpenCave, checkpoint: Checkpoint, memory_limit: str,
         DataDir.remove([work])  # if it was stopped before removing it
         return BuildReport(total, **checkpoint.values["report"])
     cells = make_cells(total / world.REAL_SYNAPSES, np.random.default_rng([seed, 1]))
+    if not checkpoint.finished("synapse endpoints"):
+        con = _work_database(work, memory_limit)
+        try:
+            _segmentation_steps(cave, con, checkpoint, cells, bar)
+        finally:
+            con.close()
+    # The tables need the raw parts and each synapse's endpoints, nothing else of the work
+    # database: it goes (with the supervoxels' roots) before the largest sort begins.
+    DataDir.remove([work / _WORK_DATABASE, work / f"{_WORK_DATABASE}.wal", work / "sv_root"])
+    parts = [str(work / "raw" / name) for name in checkpoint.values["parts"]]
+    graph = _graph(cave)
     con = _work_database(work, memory_limit)
     try:
-        # A step that an earlier run began but did not finish starts again from nothing.
-        if not checkpoint.finished("synapses"):
-            DataDir.remove([work / "raw"])
-            _register_datastack(cave)
-            parts = _raw_synapses(cells, total, seed, work / "raw", bar)
-            checkpoint.finish("synapses", parts=[Path(p).name for p in parts])
-        parts = [str(work / "raw" / name) for name in checkpoint.values["parts"]]
-        if not checkpoint.finished("supervoxels"):
-            _supervoxels(con, checkpoint, cells, parts, bar)
-        soma_sv, plan = checkpoint.kept("soma_sv"), checkpoint.kept("plan")
-        if not checkpoint.finished("segmentation"):
-            DataDir.remove([cave.data.segmentation])
-            _segmentation(cave, con, plan, bar)
-            checkpoint.finish("segmentation")
-        graph = SegmentationGraph.open(cave.live, _graph_directory(cave),
-                                       world.SEGMENTATION_TABLE)
-        if not checkpoint.finished("anchors"):
-            DataDir.remove([cave.data.root / "truth"])
-            _write_anchors(con, graph, bar)
-            if total <= TRUTH_MAX_SYNAPSES:
-                _write_truth(cave.data.root / "truth", con, plan)
-            checkpoint.finish("anchors")
-        if not checkpoint.finished("edits"):
-            _apply_edits(graph, plan, bar)
-            checkpoint.finish("edits")
-        if not checkpoint.finished("supervoxel roots"):
-            DataDir.remove([work / "sv_root"])
-            _sv_roots(con, graph, work / "sv_root", bar)
-            checkpoint.finish("supervoxel roots")
-        _sv_root_view(con, work / "sv_root")
         DataDir.remove([cave.data.tables])
-        _write_tables(cave, con, graph, cells, soma_sv, parts, seed, bar)
+        _write_tables(cave, con, graph, cells, checkpoint.kept("soma_sv"), parts,
+                      work / _ENDPOINTS, seed, bar)
         report = {"cells": len(cells), "supervoxels": graph.base.n_sv,
-                  "edits": len(plan.edits)}
+                  "edits": len(checkpoint.kept("plan").edits)}
     finally:
         con.close()  # frees the work database's buffers before the versions
     checkpoint.finish("tables", report=report)
     shutil.rmtree(work)
     return BuildReport(total, **report)
+
+
+def _segmentation_steps(cave: OpenCave, con: duckdb.DuckDBPyConnection,
+                        checkpoint: Checkpoint, cells: Cells, bar: Steps) -> None:
+    """From the raw synapses to each synapse's supervoxels and roots (``synapse
+    endpoints``): every step that needs the work database."""
+    work = cave.data.root / ".synth-work"
+    # A step that an earlier run began but did not finish starts again from nothing.
+    if not checkpoint.finished("synapses"):
+        DataDir.remove([work / "raw"])
+        _register_datastack(cave)
+        parts = _raw_synapses(cells, checkpoint.synapses, checkpoint.seed, work / "raw", bar)
+        checkpoint.finish("synapses", parts=[Path(p).name for p in parts])
+    parts = [str(work / "raw" / name) for name in checkpoint.values["parts"]]
+    if not checkpoint.finished("supervoxels"):
+        _supervoxels(con, checkpoint, cells, parts, bar)
+    plan = checkpoint.kept("plan")
+    if not checkpoint.finished("segmentation"):
+        DataDir.remove([cave.data.segmentation])
+        _segmentation(cave, con, plan, bar)
+        checkpoint.finish("segmentation")
+    graph = _graph(cave)
+    if not checkpoint.finished("anchors"):
+        DataDir.remove([cave.data.root / "truth"])
+        _write_anchors(con, graph, bar)
+        if checkpoint.synapses <= TRUTH_MAX_SYNAPSES:
+            _write_truth(cave.data.root / "truth", con, plan)
+        checkpoint.finish("anchors")
+    if not checkpoint.finished("edits"):
+        _apply_edits(graph, plan, bar)
+        checkpoint.finish("edits")
+    if not checkpoint.finished("supervoxel roots"):
+        DataDir.remove([work / "sv_root"])
+        _sv_roots(con, graph, work / "sv_root", bar)
+        checkpoint.finish("supervoxel roots")
+    _synapse_endpoints(con, work / "sv_root", work / _ENDPOINTS)
+    checkpoint.finish("synapse endpoints")
+
+
+def _graph(cave: OpenCave) -> SegmentationGraph:
+    return SegmentationGraph.open(cave.live, _graph_directory(cave), world.SEGMENTATION_TABLE)
 
 
 def _supervoxels(con: duckdb.DuckDBPyConnection, checkpoint: Checkpoint, cells: Cells,
@@ -271,14 +299,18 @@ def _sv_roots(con: duckdb.DuckDBPyConnection, graph: SegmentationGraph, out: Pat
         bar.advance(task, len(svs))
 
 
-def _sv_root_view(con: duckdb.DuckDBPyConnection, parts: Path) -> None:
+def _synapse_endpoints(con: duckdb.DuckDBPyConnection, sv_roots: Path, out: Path) -> None:
+    """Each synapse's supervoxel and root at both ends into ``out`` (Parquet)."""
     con.execute("CREATE OR REPLACE VIEW sv_root AS SELECT * FROM "
-                f"read_parquet('{_sql_path(parts / '*.parquet')}')")
+                f"read_parquet('{_sql_path(sv_roots / '*.parquet')}')")
+    with atomic_path(out) as tmp:
+        for statement in tables.synapse_endpoints(_sql_path(tmp)):
+            con.execute(statement)
 
 
 def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: SegmentationGraph,
-                  cells: Cells, soma_sv: np.ndarray, parts: list[str], seed: int,
-                  bar: Steps) -> None:
+                  cells: Cells, soma_sv: np.ndarray, parts: list[str], endpoints: Path,
+                  seed: int, bar: Steps) -> None:
     task = bar.task("annotation tables", len(tables.ALL_TABLES))
     start = world.GRAPH_CREATED
     soma_root = _roots(graph, soma_sv, start)
@@ -303,12 +335,11 @@ def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: Segment
                                        memory_limit=cave.settings.query_memory_limit)
         else:
             if spec is tables.SYNAPSES:
-                for statement in tables.SYNAPSE_ENDPOINTS:
-                    con.execute(statement)
                 select = tables.synapse_select()
+                params = {"parts": parts, "endpoints": str(endpoints)}
             else:
-                select = tables.prediction_select()
-            rows = copy_sorted_segment(con, path, select, {"parts": parts}, table.cluster_key,
+                select, params = tables.prediction_select(), {"parts": parts}
+            rows = copy_sorted_segment(con, path, select, params, table.cluster_key,
                                        table.serving_keys)
         cave.tables.add_segment(table, Segment(cave.data.relative(path), rows,
                                                table.cluster_key, to_micros(start)),

@@ -22,7 +22,7 @@ from typing import Any
 from ..storage.files import DataDir, atomic_path
 
 #: Bump when steps change what they leave behind: an older checkpoint then starts over.
-FORMAT = 2
+FORMAT = 3
 
 
 @dataclass

@@ -241,27 +241,29 @@ def coregistration_rows(cells: Cells, soma_sv: np.ndarray, soma_root: np.ndarray
     })
 
 
-#: Each synapse's supervoxel and root at both ends, one row per synapse: one join and one
-#: aggregation per statement, so that DuckDB can spill each to disk (the four joins the
-#: synapse rows need, run in one statement, ran out of memory at 10^8 synapses).
-SYNAPSE_ENDPOINTS = (
-    """CREATE OR REPLACE TABLE endpoint_root AS
-    SELECT e.eid, e.side, e.sv, s.root FROM endpoint_sv e JOIN sv_root s ON s.sv = e.sv
-    WHERE e.side < 2""",
-    """CREATE OR REPLACE TABLE synapse_endpoints AS
-    SELECT eid,
-           max(sv) FILTER (WHERE side = 0) AS pre_sv,
-           max(root) FILTER (WHERE side = 0) AS pre_root,
-           max(sv) FILTER (WHERE side = 1) AS post_sv,
-           max(root) FILTER (WHERE side = 1) AS post_root
-    FROM endpoint_root GROUP BY eid""",
-    "DROP TABLE endpoint_root",
-)
+def synapse_endpoints(target: str) -> tuple[str, ...]:
+    """Statements writing each synapse's supervoxel and root at both ends, one row per
+    synapse, to the Parquet file ``target`` (an SQL string literal's text): one join and
+    one aggregation per statement, so that DuckDB can spill each to disk (the four joins
+    the synapse rows need, run in one statement, ran out of memory at 10^8 synapses)."""
+    return (
+        """CREATE OR REPLACE TABLE endpoint_root AS
+        SELECT e.eid, e.side, e.sv, s.root FROM endpoint_sv e JOIN sv_root s ON s.sv = e.sv
+        WHERE e.side < 2""",
+        f"""COPY (SELECT eid,
+               max(sv) FILTER (WHERE side = 0) AS pre_sv,
+               max(root) FILTER (WHERE side = 0) AS pre_root,
+               max(sv) FILTER (WHERE side = 1) AS post_sv,
+               max(root) FILTER (WHERE side = 1) AS post_root
+        FROM endpoint_root GROUP BY eid) TO '{target}' (FORMAT parquet)""",
+        "DROP TABLE endpoint_root",
+    )
 
 
 def synapse_select() -> str:
     """SELECT of the final synapse rows (root ids when the graph starts), in column order,
-    once :data:`SYNAPSE_ENDPOINTS` has run."""
+    from the raw parts (``$parts``) and the file :func:`synapse_endpoints` wrote
+    (``$endpoints``)."""
     names = arrow_schema(get_schema_type(SYNAPSES.schema)).names
     expressions = {
         "id": "r.id", "created": "r.created", "deleted": "NULL::TIMESTAMPTZ",
@@ -275,7 +277,7 @@ def synapse_select() -> str:
     select = ", ".join(f'{expressions[n]} AS "{n}"' for n in names)
     return f"""
         SELECT {select}
-        FROM read_parquet($parts) r JOIN synapse_endpoints x ON x.eid = r.id
+        FROM read_parquet($parts) r JOIN read_parquet($endpoints) x ON x.eid = r.id
     """
 
 
