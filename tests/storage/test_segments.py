@@ -113,6 +113,49 @@ def test_a_segment_copied_through_a_connection_gets_sorted_copies_under_its_sett
             assert copy.equals(copy.sort_values([key, "id"], ignore_index=True))
 
 
+@pytest.mark.parametrize("params", ["named", "positional"])
+def test_large_segments_are_sorted_a_key_range_at_a_time(tmp_path, monkeypatch, params):
+    """Beyond SORT_RUN_ROWS, the query runs once per range of the key (and the serving
+    copies sort a range at a time): the file and the copies hold the rows a single sort
+    gives, NULL keys last, with the caller's parameters bound in every run."""
+    monkeypatch.setattr(segments, "SERVING_MIN_ROWS", 0)
+    rows = synapses(np.random.default_rng(11))
+    missing = np.random.default_rng(12).random(N) < 0.05  # some keys NULL
+    for key in KEYS:
+        values = rows.column(key).to_numpy()
+        rows = rows.set_column(rows.schema.get_field_index(key), key,
+                               pa.array(values, pa.int64(), mask=missing))
+    select, bound = (("SELECT * FROM source WHERE size < $most", {"most": 0.9})
+                     if params == "named" else ("SELECT * FROM source WHERE size < ?", [0.9]))
+    runs: list[int] = []
+    count_runs = segments.sort_runs
+    monkeypatch.setattr(segments, "sort_runs",
+                        lambda *a, **k: runs.append(len(found := count_runs(*a, **k))) or found)
+
+    def written(run_rows: int) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+        monkeypatch.setattr(segments, "SORT_RUN_ROWS", run_rows)
+        path = tmp_path / f"seg-{run_rows}.parquet"
+        with duckdb.connect() as con:
+            con.register("source", rows)
+            copy_sorted_segment(con, path, select, bound, "pre_pt_root_id", KEYS)
+        with duckdb.connect(str(serving_path(path)), read_only=True) as con:
+            copies = {key: con.sql(f"SELECT * FROM {sorted_copy(key)}").df() for key in KEYS}
+        return pq.read_table(path).to_pandas(), copies
+
+    whole, whole_copies = written(10**9)
+    ranged, ranged_copies = written(300)
+    assert runs[:2] == [1, 1] and min(runs[2:]) > 3  # one sort each, then ranges
+    expected = rows.to_pandas()
+    expected = expected[expected["size"] < 0.9]
+    for key in KEYS:
+        ordered = expected.sort_values([key, "id"], na_position="last", ignore_index=True)
+        pd.testing.assert_frame_equal(ranged_copies[key], whole_copies[key])
+        assert ranged_copies[key].id.tolist() == ordered.id.tolist()
+    pd.testing.assert_frame_equal(ranged, whole)
+    assert ranged.id.tolist() == expected.sort_values(
+        ["pre_pt_root_id", "id"], na_position="last").id.tolist()
+
+
 @pytest.mark.parametrize("writer", ["pyarrow", "duckdb"])
 def test_segments_are_delta_encoded_parquet_that_reads_back_exactly(tmp_path, writer):
     """Both writers (rows in memory; rows of a DuckDB query, out of core) delta-encode the

@@ -194,7 +194,8 @@ class Compactor:
             con.execute("SET temp_directory = ?", [str(spill)])
             rows = copy_sorted_segment(
                 con, path, "SELECT * FROM (" + " UNION ALL ".join(selects) + ")", params,
-                table.cluster_key, table.serving_keys)
+                table.cluster_key, table.serving_keys,
+                rows=sum(part.segment.num_rows for part in members))
         finally:
             con.close()
             shutil.rmtree(spill, ignore_errors=True)

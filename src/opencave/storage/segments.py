@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,10 @@ SERVING_SUFFIX = ".duckdb"
 #: Files smaller than this get no serving copy: reading them from Parquet costs little, and a
 #: DuckDB file has a fixed size of ~1 MiB that would dominate small deltas and masks.
 SERVING_MIN_ROWS = 20_000
+#: Rows sorted at once when a segment is written from a query or its serving copies are
+#: sorted: beyond it, a range of the key at a time (one sort of 10^8 synapse rows under a
+#: 4 GB memory limit spilled 6.4 GB, twice its Parquet file, to disk).
+SORT_RUN_ROWS = 20_000_000
 #: DuckDB memory for sorting and writing a segment unless the caller gives its own limit
 #: (an instance gives its query memory, so that one setting bounds the process); DuckDB
 #: sorts out of core beyond it.
@@ -146,23 +151,116 @@ def parquet_encoding(schema: pa.Schema) -> dict[str, Any]:
 
 def copy_sorted_segment(con: duckdb.DuckDBPyConnection, path: Path, select: str,
                         params: dict[str, Any] | list[Any] | None, sort_key: str,
-                        keys: Sequence[str] = ()) -> int:
+                        keys: Sequence[str] = (), *, rows: int | None = None) -> int:
     """Write the rows of a DuckDB query as a segment sorted by ``(sort_key, id)``, atomically,
-    with its serving copy (from :data:`SERVING_MIN_ROWS` rows). DuckDB sorts out of core, so
-    this works for tables far larger than memory; the serving copy is written by ``con``
-    too, so one memory limit bounds both."""
+    with its serving copy (from :data:`SERVING_MIN_ROWS` rows). ``rows``: at most how many
+    rows the query returns (counted when not given); beyond :data:`SORT_RUN_ROWS` the query
+    runs once per range of ``sort_key`` (:func:`sort_runs`), so that the disk DuckDB spills
+    to stays bounded. The serving copy is written by ``con`` too: one memory limit bounds
+    both."""
+    bind = _Binder(params)
+    if rows is None:
+        rows = con.execute(f"SELECT count(*) FROM ({select})", bind()).fetchall()[0][0]
+    runs = sort_runs(con, f"({select})", sort_key, rows, bind)
     with atomic_path(path) as tmp:
-        con.execute(
-            f"COPY ({select} ORDER BY {_quote(sort_key)}, id) TO '{_sql_string(tmp)}' "
-            f"(FORMAT parquet, COMPRESSION {_COMPRESSION}, ROW_GROUP_SIZE {ROW_GROUP_SIZE}, "
-            # Format 2 lets DuckDB delta-encode integers, as parquet_encoding() does.
-            "PARQUET_VERSION v2)",
-            params,
-        )
-    rows = pq.ParquetFile(path).metadata.num_rows
-    if keys and rows >= SERVING_MIN_ROWS:
+        if len(runs) == 1:
+            con.execute(
+                f"COPY ({select} ORDER BY {_quote(sort_key)}, id) TO '{_sql_string(tmp)}' "
+                f"(FORMAT parquet, COMPRESSION {_COMPRESSION}, "
+                f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}, "
+                # Format 2 lets DuckDB delta-encode integers, as parquet_encoding() does.
+                "PARQUET_VERSION v2)",
+                bind(),
+            )
+        else:
+            _write_runs(con, tmp, select, bind, sort_key, runs)
+    written = pq.ParquetFile(path).metadata.num_rows
+    if keys and written >= SERVING_MIN_ROWS:
         write_serving_copy(path, keys, con=con)
-    return rows
+    return written
+
+
+@dataclass(frozen=True)
+class SortRun:
+    """One range of a sort key, ``low < key <= high`` (None: open on that side); the last
+    run also takes the NULL keys, which DuckDB sorts last."""
+
+    low: Any = None
+    high: Any = None
+
+    def where(self, key: str, bind: _Binder) -> str:
+        column = _quote(key)
+        if self.high is None:
+            low = f"{column} > {bind.value(self.low)} OR " if self.low is not None else ""
+            return f"({low}{column} IS NULL)" if low else "TRUE"
+        low = f"{column} > {bind.value(self.low)} AND " if self.low is not None else ""
+        return f"{low}{column} <= {bind.value(self.high)}"
+
+
+def sort_runs(con: duckdb.DuckDBPyConnection, source: str, key: str, rows: int,
+              bind: _Binder | None = None) -> list[SortRun]:
+    """How to sort ``rows`` rows of ``source`` (a table or a parenthesized query) by ``key``
+    a range at a time: one run up to :data:`SORT_RUN_ROWS` rows, else ranges between
+    approximate quantiles of the key (ranges of values: the rows of one key stay in one
+    run)."""
+    count = -(-rows // SORT_RUN_ROWS)
+    if count <= 1:
+        return [SortRun()]
+    points = [i / count for i in range(1, count)]
+    bounds = con.execute(f"SELECT approx_quantile({_quote(key)}, {points}) FROM {source}",
+                         bind() if bind else None).fetchall()[0][0]
+    edges = [None, *sorted({b for b in bounds if b is not None}), None]
+    return [SortRun(low, high) for low, high in pairwise(edges)]
+
+
+class _Binder:
+    """The caller's parameters, named (``$name``) or positional (``?``), with values this
+    module adds (a run's bounds) bound the same way."""
+
+    def __init__(self, params: dict[str, Any] | list[Any] | None) -> None:
+        self._base = params
+        self._extra: list[Any] = []
+
+    def value(self, value: Any) -> str:
+        self._extra.append(value)
+        if isinstance(self._base, dict):
+            return f"$run_{len(self._extra)}"
+        return "?"
+
+    def __call__(self) -> dict[str, Any] | list[Any] | None:
+        """The parameters for the statements built since the last call."""
+        extra, self._extra = self._extra, []
+        if isinstance(self._base, dict):
+            return {**self._base, **{f"run_{i}": v for i, v in enumerate(extra, 1)}}
+        if self._base is None and not extra:
+            return None
+        return [*(self._base or []), *extra]
+
+
+def _write_runs(con: duckdb.DuckDBPyConnection, target: Path, select: str, bind: _Binder,
+                sort_key: str, runs: Sequence[SortRun]) -> None:
+    """The query's rows sorted by ``(sort_key, id)`` into one Parquet file, a run at a
+    time (each sort fits in memory, where one sort of all rows spills about twice the
+    file's size to disk)."""
+    writer: pq.ParquetWriter | None = None
+    try:
+        for run in runs:
+            where = run.where(sort_key, bind)
+            reader = con.sql(
+                f"SELECT * FROM ({select}) WHERE {where} ORDER BY {_quote(sort_key)}, id",
+                params=bind()).to_arrow_reader(ROW_GROUP_SIZE)
+            # Time zones as DuckDB's own Parquet writer stores them (UTC, whatever the
+            # connection's zone): the instants are the same.
+            schema = pa.schema([f.with_type(pa.timestamp(f.type.unit, "UTC"))
+                                if pa.types.is_timestamp(f.type) and f.type.tz else f
+                                for f in reader.schema])
+            for batch in reader:
+                if writer is None:
+                    writer = pq.ParquetWriter(target, schema, **parquet_encoding(schema))
+                writer.write_batch(batch.cast(schema), row_group_size=ROW_GROUP_SIZE)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def write_serving_copy(path: Path, keys: Sequence[str], rows: pa.Table | None = None, *,
@@ -175,36 +273,48 @@ def write_serving_copy(path: Path, keys: Sequence[str], rows: pa.Table | None = 
     limited to ``memory_limit``."""
     target = serving_path(path)
     source = f"read_parquet('{_sql_string(path)}')" if rows is None else "rows"
+    count = pq.ParquetFile(path).metadata.num_rows if rows is None else rows.num_rows
     with atomic_path(target) as tmp:
         if con is None:
             own = duckdb.connect(str(tmp))
             try:
                 limit_memory(own, memory_limit)
-                _create_copies(own, "", source, keys, rows)
+                _create_copies(own, "", source, keys, rows, count)
             finally:
                 own.close()
         else:
             con.execute(f"ATTACH '{_sql_string(tmp)}' AS serving_copy")
             try:
-                _create_copies(con, "serving_copy.", source, keys, rows)
+                _create_copies(con, "serving_copy.", source, keys, rows, count)
             finally:
                 con.execute("DETACH serving_copy")
     return target
 
 
 def _create_copies(con: duckdb.DuckDBPyConnection, prefix: str, source: str,
-                   keys: Sequence[str], rows: pa.Table | None) -> None:
-    """One table per key under ``prefix`` (a database name and dot, or nothing)."""
-    # The first copy keeps the source's order: insertion order must hold for it.
+                   keys: Sequence[str], rows: pa.Table | None, count: int) -> None:
+    """One table per key under ``prefix`` (a database name and dot, or nothing); ``count``
+    rows. The first keeps the source's order; the others are sorted a range of their key
+    at a time beyond :data:`SORT_RUN_ROWS` rows, read from the first (native, so faster to
+    scan again than Parquet)."""
     preserved = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()
     con.execute("SET preserve_insertion_order = true")
     if rows is not None:
         con.register("rows", rows)
     try:
-        for index, key in enumerate(keys):
-            order = "" if index == 0 else f" ORDER BY {_quote(key)}, id"
-            con.execute(f"CREATE TABLE {prefix}{_quote(sorted_copy(key))} AS "
-                        f"SELECT * FROM {source}{order}")
+        first = f"{prefix}{_quote(sorted_copy(keys[0]))}"
+        con.execute(f"CREATE TABLE {first} AS SELECT * FROM {source}")
+        for key in keys[1:]:
+            table = f"{prefix}{_quote(sorted_copy(key))}"
+            runs = sort_runs(con, first, key, count)
+            origin = source if len(runs) == 1 else first
+            for index, run in enumerate(runs):
+                bind = _Binder(None)
+                where = run.where(key, bind)
+                rows_of_run = f"SELECT * FROM {origin} WHERE {where} ORDER BY {_quote(key)}, id"
+                statement = (f"CREATE TABLE {table} AS " if index == 0
+                             else f"INSERT INTO {table} ") + rows_of_run
+                con.execute(statement, bind())
         con.execute(f"CHECKPOINT {prefix.rstrip('.')}" if prefix else "CHECKPOINT")
     finally:
         if rows is not None:

@@ -301,6 +301,12 @@ def _sv_roots(con: duckdb.DuckDBPyConnection, graph: SegmentationGraph, out: Pat
 
 def _synapse_endpoints(con: duckdb.DuckDBPyConnection, sv_roots: Path, out: Path) -> None:
     """Each synapse's supervoxel and root at both ends into ``out`` (Parquet)."""
+    # What only the earlier steps read goes first, so that the endpoints' roots reuse its
+    # blocks instead of growing the work database (this step is its disk peak).
+    con.execute("DROP TABLE IF EXISTS pieces")
+    for axis in "xyz":
+        con.execute(f"ALTER TABLE endpoint_sv DROP COLUMN IF EXISTS {axis}")
+    con.execute("CHECKPOINT")
     con.execute("CREATE OR REPLACE VIEW sv_root AS SELECT * FROM "
                 f"read_parquet('{_sql_path(sv_roots / '*.parquet')}')")
     with atomic_path(out) as tmp:
@@ -315,6 +321,7 @@ def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: Segment
     start = world.GRAPH_CREATED
     soma_root = _roots(graph, soma_sv, start)
     rng = np.random.default_rng([seed, 3])
+    raw_rows = sum(pq.ParquetFile(part).metadata.num_rows for part in parts)  # bounds both
     in_memory = {
         tables.NUCLEI: tables.nucleus_rows(cells, soma_sv, soma_root, rng),
         tables.CELL_TYPES: tables.cell_type_rows(cells, rng),
@@ -340,7 +347,7 @@ def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: Segment
             else:
                 select, params = tables.prediction_select(), {"parts": parts}
             rows = copy_sorted_segment(con, path, select, params, table.cluster_key,
-                                       table.serving_keys)
+                                       table.serving_keys, rows=raw_rows)
         cave.tables.add_segment(table, Segment(cave.data.relative(path), rows,
                                                table.cluster_key, to_micros(start)),
                                 max_id(path), when=spec.created)
