@@ -174,7 +174,7 @@ def _segmentation_steps(cave: OpenCave, con: duckdb.DuckDBPyConnection,
         DataDir.remove([work / "sv_root"])
         _sv_roots(con, graph, work / "sv_root", bar)
         checkpoint.finish("supervoxel roots")
-    _synapse_endpoints(con, work / "sv_root", work / _ENDPOINTS)
+    _synapse_endpoints(con, work / "sv_root", work / _ENDPOINTS, bar)
     checkpoint.finish("synapse endpoints")
 
 
@@ -299,7 +299,8 @@ def _sv_roots(con: duckdb.DuckDBPyConnection, graph: SegmentationGraph, out: Pat
         bar.advance(task, len(svs))
 
 
-def _synapse_endpoints(con: duckdb.DuckDBPyConnection, sv_roots: Path, out: Path) -> None:
+def _synapse_endpoints(con: duckdb.DuckDBPyConnection, sv_roots: Path, out: Path,
+                       bar: Steps) -> None:
     """Each synapse's supervoxel and root at both ends into ``out`` (Parquet)."""
     # What only the earlier steps read goes first, so that the endpoints' roots reuse its
     # blocks instead of growing the work database (this step is its disk peak).
@@ -310,8 +311,11 @@ def _synapse_endpoints(con: duckdb.DuckDBPyConnection, sv_roots: Path, out: Path
     con.execute("CREATE OR REPLACE VIEW sv_root AS SELECT * FROM "
                 f"read_parquet('{_sql_path(sv_roots / '*.parquet')}')")
     with atomic_path(out) as tmp:
-        for statement in tables.synapse_endpoints(_sql_path(tmp)):
+        statements = tables.synapse_endpoints(_sql_path(tmp))
+        task = bar.task("synapse endpoints", len(statements))
+        for statement in statements:
             con.execute(statement)
+            bar.advance(task)
 
 
 def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: SegmentationGraph,

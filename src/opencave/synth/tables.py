@@ -255,7 +255,7 @@ def synapse_endpoints(target: str) -> tuple[str, ...]:
                max(root) FILTER (WHERE side = 0) AS pre_root,
                max(sv) FILTER (WHERE side = 1) AS post_sv,
                max(root) FILTER (WHERE side = 1) AS post_root
-        FROM endpoint_root GROUP BY eid) TO '{target}' (FORMAT parquet)""",
+        FROM endpoint_root GROUP BY eid) TO '{target}' (FORMAT parquet, COMPRESSION zstd)""",
         "DROP TABLE endpoint_root",
     )
 
