@@ -251,7 +251,7 @@ def _write_runs(con: duckdb.DuckDBPyConnection, target: Path, select: str, bind:
                 params=bind()).to_arrow_reader(ROW_GROUP_SIZE)
             # Time zones as DuckDB's own Parquet writer stores them (UTC, whatever the
             # connection's zone): the instants are the same.
-            schema = pa.schema([f.with_type(pa.timestamp(f.type.unit, "UTC"))
+            schema = pa.schema([f.with_type(ARROW_TYPES[ColumnType.TIMESTAMP])
                                 if pa.types.is_timestamp(f.type) and f.type.tz else f
                                 for f in reader.schema])
             for batch in reader:

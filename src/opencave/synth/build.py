@@ -119,19 +119,18 @@ def _build(cave: OpenCave, checkpoint: Checkpoint, memory_limit: str,
     if not checkpoint.finished("synapse endpoints"):
         con = _work_database(work, memory_limit)
         try:
-            _segmentation_steps(cave, con, checkpoint, cells, bar)
+            _segmentation_steps(cave, con, work, checkpoint, cells, bar)
         finally:
             con.close()
     # The tables need the raw parts and each synapse's endpoints, nothing else of the work
     # database: it goes (with the supervoxels' roots) before the largest sort begins.
     DataDir.remove([work / _WORK_DATABASE, work / f"{_WORK_DATABASE}.wal", work / "sv_root"])
-    parts = [str(work / "raw" / name) for name in checkpoint.values["parts"]]
     graph = _graph(cave)
     con = _work_database(work, memory_limit)
     try:
         DataDir.remove([cave.data.tables])
-        _write_tables(cave, con, graph, cells, checkpoint.kept("soma_sv"), parts,
-                      work / _ENDPOINTS, seed, bar)
+        _write_tables(cave, con, graph, cells, checkpoint.kept("soma_sv"),
+                      _raw_parts(work, checkpoint), work / _ENDPOINTS, total, seed, bar)
         report = {"cells": len(cells), "supervoxels": graph.base.n_sv,
                   "edits": len(checkpoint.kept("plan").edits)}
     finally:
@@ -141,18 +140,17 @@ def _build(cave: OpenCave, checkpoint: Checkpoint, memory_limit: str,
     return BuildReport(total, **report)
 
 
-def _segmentation_steps(cave: OpenCave, con: duckdb.DuckDBPyConnection,
+def _segmentation_steps(cave: OpenCave, con: duckdb.DuckDBPyConnection, work: Path,
                         checkpoint: Checkpoint, cells: Cells, bar: Steps) -> None:
     """From the raw synapses to each synapse's supervoxels and roots (``synapse
     endpoints``): every step that needs the work database."""
-    work = cave.data.root / ".synth-work"
     # A step that an earlier run began but did not finish starts again from nothing.
     if not checkpoint.finished("synapses"):
         DataDir.remove([work / "raw"])
         _register_datastack(cave)
         parts = _raw_synapses(cells, checkpoint.synapses, checkpoint.seed, work / "raw", bar)
         checkpoint.finish("synapses", parts=[Path(p).name for p in parts])
-    parts = [str(work / "raw" / name) for name in checkpoint.values["parts"]]
+    parts = _raw_parts(work, checkpoint)
     if not checkpoint.finished("supervoxels"):
         _supervoxels(con, checkpoint, cells, parts, bar)
     plan = checkpoint.kept("plan")
@@ -176,6 +174,10 @@ def _segmentation_steps(cave: OpenCave, con: duckdb.DuckDBPyConnection,
         checkpoint.finish("supervoxel roots")
     _synapse_endpoints(con, work / "sv_root", work / _ENDPOINTS, bar)
     checkpoint.finish("synapse endpoints")
+
+
+def _raw_parts(work: Path, checkpoint: Checkpoint) -> list[str]:
+    return [str(work / "raw" / name) for name in checkpoint.values["parts"]]
 
 
 def _graph(cave: OpenCave) -> SegmentationGraph:
@@ -320,12 +322,11 @@ def _synapse_endpoints(con: duckdb.DuckDBPyConnection, sv_roots: Path, out: Path
 
 def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: SegmentationGraph,
                   cells: Cells, soma_sv: np.ndarray, parts: list[str], endpoints: Path,
-                  seed: int, bar: Steps) -> None:
+                  synapses_total: int, seed: int, bar: Steps) -> None:
     task = bar.task("annotation tables", len(tables.ALL_TABLES))
     start = world.GRAPH_CREATED
     soma_root = _roots(graph, soma_sv, start)
     rng = np.random.default_rng([seed, 3])
-    raw_rows = sum(pq.ParquetFile(part).metadata.num_rows for part in parts)  # bounds both
     in_memory = {
         tables.NUCLEI: tables.nucleus_rows(cells, soma_sv, soma_root, rng),
         tables.CELL_TYPES: tables.cell_type_rows(cells, rng),
@@ -351,7 +352,8 @@ def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: Segment
             else:
                 select, params = tables.prediction_select(), {"parts": parts}
             rows = copy_sorted_segment(con, path, select, params, table.cluster_key,
-                                       table.serving_keys, rows=raw_rows)
+                                       table.serving_keys,
+                                       rows=synapses_total)  # at most one row a synapse
         cave.tables.add_segment(table, Segment(cave.data.relative(path), rows,
                                                table.cluster_key, to_micros(start)),
                                 max_id(path), when=spec.created)
