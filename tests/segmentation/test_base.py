@@ -52,10 +52,12 @@ def test_a_built_graph_keeps_runs_and_positions_in_narrow_arrays(tmp_path: Path)
     graph = build(tmp_path, svs, edges)
     folder = graph.base.directory
     assert not (folder / "ids.npy").exists()
-    assert json.loads((folder / "meta.json").read_text())["format"].endswith("/3")
-    for name in ("parent", "children", "edge_a", "edge_b", "child_ptr", "edge_ptr_a",
-                 "edge_ptr_b", "edge_order_b"):
+    assert json.loads((folder / "meta.json").read_text())["format"].endswith("/4")
+    for name in ("parent", "children", "edge_a", "edge_b", "child_ptr", "edge_ptr_b",
+                 "edge_order_b"):
         assert np.load(folder / f"{name}.npy").dtype == np.uint32, name
+    # the edges by their smaller end are found by searching edge_a, not stored per supervoxel
+    assert not (folder / "edge_ptr_a.npy").exists()
     # one run per chunk of supervoxels, then the higher layers' nodes
     assert len(graph.base.node_ids.run_start) < 20
     assert np.array_equal(graph.base.node_ids.at(np.arange(len(svs))), svs)
@@ -65,11 +67,19 @@ def test_a_built_graph_keeps_runs_and_positions_in_narrow_arrays(tmp_path: Path)
                           graph.layout.layer(graph.base.node_ids.at(every)))
 
 
-def _store_ids_instead_of_positions(folder: Path, version: int) -> None:
-    """Rewrite a graph directory as the earlier formats stored it: format 2 kept node ids
-    (not positions) in ``parent``, ``children`` and the edge ends; format 1 also the ids
-    themselves and ``int64`` index arrays."""
+def _store_as_earlier_formats(folder: Path, version: int) -> None:
+    """Rewrite a graph directory as the earlier formats stored it: 3 kept the CSR of the
+    edges by their smaller end (``edge_ptr_a``); 2 also node ids (not positions) in
+    ``parent``, ``children`` and the edge ends; 1 also the ids themselves and ``int64``
+    index arrays."""
     meta = json.loads((folder / "meta.json").read_text())
+    meta["format"] = f"opencave-segmentation-base/{version}"
+    edge_a = np.load(folder / "edge_a.npy")
+    counts = np.bincount(edge_a, minlength=meta["n_supervoxels"])
+    np.save(folder / "edge_ptr_a.npy", np.concatenate([[0], np.cumsum(counts)]).astype(np.uint32))
+    if version == 3:
+        (folder / "meta.json").write_text(json.dumps(meta))
+        return
     runs = SortedIds.load(folder)
     parent = np.load(folder / "parent.npy").astype(np.int64)
     parent_ids = np.zeros(len(parent), np.uint64)
@@ -81,11 +91,10 @@ def _store_ids_instead_of_positions(folder: Path, version: int) -> None:
         np.save(folder / "ids.npy", runs.at(np.arange(len(runs))))
         for name in ("child_ptr", "edge_ptr_a", "edge_ptr_b", "edge_order_b"):
             np.save(folder / f"{name}.npy", np.load(folder / f"{name}.npy").astype(np.int64))
-    meta["format"] = f"opencave-segmentation-base/{version}"
     (folder / "meta.json").write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_a_graph_stored_in_an_earlier_format_reads_the_same(tmp_path: Path,
                                                             version: int) -> None:
     svs = supervoxels([(0, 0, 0), (2, 0, 0)], [5, 5])
@@ -94,7 +103,7 @@ def test_a_graph_stored_in_an_earlier_format_reads_the_same(tmp_path: Path,
     leaves = graph.get_leaves(int(roots[0]))
     children = graph.get_children(int(roots[0]))
     edges = graph.base.incident_edges(np.arange(len(svs)))
-    _store_ids_instead_of_positions(graph.base.directory, version)
+    _store_as_earlier_formats(graph.base.directory, version)
     reopened = type(graph).open(graph.live, graph.base.directory, graph.table_id)
     assert reopened.base.meta.version == version
     assert np.array_equal(reopened.get_roots(svs), roots)

@@ -133,29 +133,52 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path: Path) -> None:
 def test_anchors_written_in_batches_are_memory_mapped(tmp_path: Path) -> None:
     ids = LAYOUT.encode(1, 0, 0, 0, np.arange(1, 7))
     positions = np.arange(18).reshape(6, 3)
-    SupervoxelLocator.write_batches(tmp_path, [(ids[:2], positions[:2]), (ids[2:], positions[2:])])
+    SupervoxelLocator.write_batches(tmp_path, [(ids[:2], positions[:2]), (ids[2:], positions[2:])],
+                                    LAYOUT, GEOMETRY)
     locator = SupervoxelLocator.open(tmp_path, LAYOUT, GEOMETRY)
-    assert locator is not None and isinstance(locator.positions, np.memmap)
+    assert locator is not None and isinstance(locator.stored, np.memmap)
     # consecutive ids are stored as one run, not one by one
     assert len(locator.ids.run_start) == 1 and np.array_equal(locator.ids.at(range(6)), ids)
-    assert np.array_equal(locator.positions, positions)
+    assert np.array_equal(locator.positions(np.arange(6)), positions)
     with pytest.raises(ValueError, match="sorted"):
         SupervoxelLocator.write_batches(tmp_path, [(ids[2:], positions[2:]),
-                                                   (ids[:2], positions[:2])])
+                                                   (ids[:2], positions[:2])], LAYOUT, GEOMETRY)
     assert np.array_equal(SupervoxelLocator.open(tmp_path, LAYOUT, GEOMETRY).ids.at(range(6)), ids)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["anchors"]
 
 
-def test_anchors_of_the_earlier_layout_still_locate(tmp_path: Path) -> None:
+def test_anchors_are_stored_as_short_offsets_from_their_chunk(tmp_path: Path) -> None:
+    """6 bytes per supervoxel instead of 12; an anchor far from its chunk widens the file
+    and still reads back exactly."""
+    ids = np.concatenate([LAYOUT.encode(1, 0, 0, 0, np.array([1, 2])),
+                          LAYOUT.encode(1, 5, 6, 7, np.array([1]))])
+    corner = np.array(GEOMETRY.voxel_offset) + np.array([5, 6, 7]) * np.array(GEOMETRY.chunk_size)
+    positions = np.array([[0, 0, 0], [63, 63, 31], corner + np.array([10, 20, 30])])
+    SupervoxelLocator.write(tmp_path, ids, positions, LAYOUT, GEOMETRY)
+    stored = np.load(tmp_path / "anchors" / "offsets.npy")
+    assert stored.dtype == np.int16 and stored.tolist() == [[0, 0, 0], [63, 63, 31], [10, 20, 30]]
+    far = positions + np.array([[0, 0, 0], [0, 0, 0], [100_000, 0, -5]])
+    SupervoxelLocator.write_batches(tmp_path, [(ids[:2], far[:2]), (ids[2:], far[2:])],
+                                    LAYOUT, GEOMETRY)
+    assert np.load(tmp_path / "anchors" / "offsets.npy").dtype == np.int32
+    locator = SupervoxelLocator.open(tmp_path, LAYOUT, GEOMETRY)
+    assert locator is not None and np.array_equal(locator.positions([2, 0]), far[[2, 0]])
+
+
+def test_anchors_of_the_earlier_layouts_still_locate(tmp_path: Path) -> None:
     ids = LAYOUT.encode(1, 0, 0, 0, np.array([1, 2, 3, 9]))
     positions = np.array([[1, 1, 1], [20, 20, 5], [40, 40, 10], [60, 60, 20]])
-    SupervoxelLocator.write(tmp_path, ids, positions)
+    SupervoxelLocator.write(tmp_path, ids, positions, LAYOUT, GEOMETRY)
     new = SupervoxelLocator.open(tmp_path, LAYOUT, GEOMETRY)
     folder = tmp_path / "anchors"
+    (folder / "offsets.npy").unlink()
+    np.save(folder / "positions.npy", positions.astype(np.int32))  # absolute until format 3
+    absolute = SupervoxelLocator.open(tmp_path, LAYOUT, GEOMETRY)
     np.save(folder / "ids.npy", ids)  # format 1 kept the ids themselves
     for name in ("run_start.npy", "run_pos.npy"):
         (folder / name).unlink()
     old = SupervoxelLocator.open(tmp_path, LAYOUT, GEOMETRY)
-    assert new is not None and old is not None
-    assert new.locate(positions, GEOMETRY.resolution).tolist() == ids.tolist()
-    assert old.locate(positions, GEOMETRY.resolution).tolist() == ids.tolist()
+    for locator in (new, absolute, old):
+        assert locator is not None
+        assert locator.locate(positions, GEOMETRY.resolution).tolist() == ids.tolist()
+    assert absolute is not None and not absolute.relative

@@ -45,7 +45,7 @@ def test_anchors_choose_within_the_chunk(neuron) -> None:  # type: ignore[no-unt
     g, svs = neuron
     anchors = (np.array([[1, 1, 1], [30, 30, 10], [60, 60, 20]] * 2 + [[5, 5, 5]])
                + np.repeat([[0, 0, 0], [0, 0, 0], [128, 0, 0]], [3, 3, 1], axis=0))
-    SupervoxelLocator.write(g.base.directory, svs, anchors)
+    SupervoxelLocator.write(g.base.directory, svs, anchors, LAYOUT, GEOMETRY)
     g2 = type(g).open(g.live, g.base.directory, g.table_id)
     near = ((np.array([60, 60, 20]) + 1) * RES).tolist()
     chosen, _ = g2.supervoxels_at([g.get_root(svs[0])], [near])

@@ -12,7 +12,6 @@ Files in the graph directory::
     children.npy        ... into their children's positions
     edge_a/b.npy        atomic edges (a < b) as supervoxel positions, sorted by (a, b)
     edge_aff.npy        their affinities (float32)
-    edge_ptr_a.npy      CSR by supervoxel position into the edges, by a
     edge_order_b.npy    permutation of the edges sorted by b ...
     edge_ptr_b.npy      ... and its CSR by supervoxel position
 
@@ -23,8 +22,11 @@ id, and every index array is ``uint32`` while its values fit (4·10^9 nodes), ``
 beyond: half the bytes of 64-bit ids, and a walk up or down the base hierarchy follows
 positions without searching for them.
 
-Earlier formats read the same: 2 stored parents, children and edge ends as ids; 1 also
-stored ``ids.npy`` (the sorted ids themselves) and ``int64`` index arrays.
+The edges of a supervoxel by its smaller end are found by a binary search in ``edge_a``
+(sorted); formats 1-3 also stored that search's answer for every supervoxel
+(``edge_ptr_a.npy``, 4 bytes per supervoxel: 0.7 GB at 10^8 synapses). Earlier formats read
+the same: 2 stored parents, children and edge ends as ids; 1 also stored ``ids.npy`` (the
+sorted ids themselves) and ``int64`` index arrays.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import numpy as np
 from .arrays import ranges, unique
 from .ids import LAYER_SHIFT, ChunkGeometry, IdLayout
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 FORMAT = f"opencave-segmentation-base/{FORMAT_VERSION}"
 #: The arrays memory-mapped on open (the runs are read into memory instead).
 MAPPED = (
@@ -49,12 +51,13 @@ MAPPED = (
     "edge_a",
     "edge_b",
     "edge_aff",
-    "edge_ptr_a",
     "edge_order_b",
     "edge_ptr_b",
 )
 #: Every array file of the format.
 ARRAYS = ("run_start", "run_pos", *MAPPED)
+#: Stored by formats 1-3 only (see the module's docstring).
+EDGE_PTR_A = "edge_ptr_a"
 
 
 @dataclass(frozen=True)
@@ -229,7 +232,8 @@ class BaseGraph:
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self.meta = BaseMeta.from_json(json.loads((self.directory / "meta.json").read_text()))
-        arrays = {name: np.load(self.directory / f"{name}.npy", mmap_mode="r") for name in MAPPED}
+        names = (*MAPPED, EDGE_PTR_A) if self.meta.version < 4 else MAPPED
+        arrays = {name: np.load(self.directory / f"{name}.npy", mmap_mode="r") for name in names}
         self._mapped = tuple(arrays.values())
         # The runs are small and on every lookup's path: kept in RAM.
         self.node_ids = SortedIds.load(self.directory)
@@ -239,7 +243,7 @@ class BaseGraph:
         self.edge_a: np.ndarray = arrays["edge_a"]
         self.edge_b: np.ndarray = arrays["edge_b"]
         self.edge_aff: np.ndarray = arrays["edge_aff"]
-        self.edge_ptr_a: np.ndarray = arrays["edge_ptr_a"]
+        self.edge_ptr_a: np.ndarray | None = arrays.get(EDGE_PTR_A)
         self.edge_order_b: np.ndarray = arrays["edge_order_b"]
         self.edge_ptr_b: np.ndarray = arrays["edge_ptr_b"]
         self.n_sv = self.meta.n_supervoxels
@@ -314,7 +318,7 @@ class BaseGraph:
         ``closed``: the set holds both ends of each of its edges (whole segments), so the
         edges found by their smaller end are all of them."""
         sv_pos = np.asarray(sv_pos, dtype=np.int64)
-        edges, _ = ranges(self.edge_ptr_a[sv_pos], self.edge_ptr_a[sv_pos + 1])
+        edges, _ = ranges(*self._edges_by_a(sv_pos))
         if not closed:
             by_b, _ = ranges(self.edge_ptr_b[sv_pos], self.edge_ptr_b[sv_pos + 1])
             edges = unique(np.concatenate([edges, np.asarray(self.edge_order_b[by_b])]))
@@ -323,6 +327,15 @@ class BaseGraph:
             self._ids_of(self.edge_b[edges]),
             np.asarray(self.edge_aff[edges], dtype=np.float32),
         )
+
+    def _edges_by_a(self, sv_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """First and end index of the edges whose smaller end is each supervoxel."""
+        if self.edge_ptr_a is not None:
+            return self.edge_ptr_a[sv_pos], self.edge_ptr_a[sv_pos + 1]
+        # Keys of the array's own dtype: NumPy would otherwise convert the whole map.
+        keys = np.concatenate([sv_pos, sv_pos + 1]).astype(self.edge_a.dtype)
+        bounds = search(self.edge_a, keys)
+        return bounds[:len(sv_pos)], bounds[len(sv_pos):]
 
     # -- counters ----------------------------------------------------------------------------
     def max_segments(self, chunk_ids: np.ndarray, layer: int) -> np.ndarray:

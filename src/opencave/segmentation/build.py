@@ -172,8 +172,7 @@ class _Builder:
         self.work.mkdir()
         self.out = Outputs(directory)
         self.edges = {name: NpyFile(directory / f"{name}.npy", np.uint32, wider=np.int64)
-                      for name in ("edge_a", "edge_b", "edge_ptr_a", "edge_order_b",
-                                   "edge_ptr_b")}
+                      for name in ("edge_a", "edge_b", "edge_order_b", "edge_ptr_b")}
         self.edges["edge_aff"] = NpyFile(directory / "edge_aff.npy", np.float32)
         self.n_sv = 0
         self.n_edges = 0
@@ -188,7 +187,6 @@ class _Builder:
         layer2 = grouping.start(self.n_sv)
         by_b = Buckets(self.work / "by_b", cuts[:-1], [("b", np.int64), ("i", np.int64)])
         task = self.bar.task("segmentation graph: edges and layer 2", self.n_sv)
-        self.edges["edge_ptr_a"].append([0])
         for i, (lo, hi) in enumerate(pairwise(cuts.tolist())):
             ea, eb = self._edges_of(buckets, i, lo, hi, by_b)
             positions = np.arange(lo, hi, dtype=np.int64)
@@ -289,8 +287,6 @@ class _Builder:
         self.edges["edge_a"].append(ea)
         self.edges["edge_b"].append(eb)
         self.edges["edge_aff"].append(aff)
-        counts = np.bincount(ea - lo, minlength=hi - lo)
-        self.edges["edge_ptr_a"].append(first + np.cumsum(counts))
         order_b = np.empty(len(eb), dtype=by_b.dtype)
         order_b["b"], order_b["i"] = eb, first + np.arange(len(eb))
         by_b.add(eb, order_b)

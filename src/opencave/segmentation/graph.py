@@ -279,7 +279,7 @@ class SegmentationGraph:
             return None
         idx = locator.ids.positions(svs)
         out = np.full((len(svs), 3), np.nan)
-        out[idx >= 0] = locator.positions[idx[idx >= 0]]
+        out[idx >= 0] = locator.positions(idx[idx >= 0])
         return out
 
     def subgraph(

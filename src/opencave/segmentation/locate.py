@@ -8,9 +8,11 @@ the segmentation: supervoxel 0, as the original reports for unsegmented voxels.
 
 Anchors live in ``anchors/`` next to the graph's base arrays: the supervoxel ids, sorted,
 as runs (``run_start.npy``, ``run_pos.npy``: :class:`~.base.SortedIds`, a few bytes per
-chunk, as a chunk's supervoxels are consecutive ids) and ``positions.npy`` ((n, 3) int32, the
-graph's base voxels), memory-mapped on open so that 10⁹ anchors cost no memory. Earlier
-layouts (the ids themselves in ``ids.npy``; ``anchors.npz``) are still read.
+chunk, as a chunk's supervoxels are consecutive ids) and ``offsets.npy`` ((n, 3), base voxels
+from the corner of the supervoxel's chunk: ``int16``, 6 bytes per supervoxel, widened to
+``int32`` only if an anchor lies that far from its chunk), memory-mapped on open so that 10⁹
+anchors cost no memory. Earlier layouts are still read: absolute ``positions.npy`` ((n, 3)
+int32: 1.0 GB more at 10^8 synapses), the ids themselves in ``ids.npy``, ``anchors.npz``.
 """
 
 from __future__ import annotations
@@ -26,59 +28,77 @@ from .ids import ChunkGeometry, IdLayout
 from .npyfile import NpyFile
 
 ANCHORS = "anchors"
+_OFFSETS = "offsets.npy"
 _LEGACY = "anchors.npz"
 _BATCH = 50_000
 
 
 class SupervoxelLocator:
-    def __init__(self, ids: SortedIds, positions: np.ndarray, layout: IdLayout,
-                 geometry: ChunkGeometry, max_distance_nm: float = 2_000.0) -> None:
-        """``positions`` (n, 3) in base voxels (an array or a memory map), in ``ids`` order."""
+    def __init__(self, ids: SortedIds, stored: np.ndarray, layout: IdLayout,
+                 geometry: ChunkGeometry, max_distance_nm: float = 2_000.0, *,
+                 relative: bool = False) -> None:
+        """``stored`` (n, 3) in ``ids`` order (an array or a memory map): base voxels, from
+        the corner of each supervoxel's chunk when ``relative``."""
         self.ids = ids
-        self.positions = positions
+        self.stored = stored
+        self.relative = relative
         self.layout = layout
         self.geometry = geometry
         self.max_distance_nm = max_distance_nm
 
+    def positions(self, index: np.ndarray) -> np.ndarray:
+        """Anchors (k, 3) in base voxels of the supervoxels at ``index`` (in ``ids``)."""
+        index = np.asarray(index, dtype=np.int64)
+        stored = np.asarray(self.stored[index], dtype=np.int64)
+        if not self.relative:
+            return stored
+        return stored + _chunk_corners(self.ids.at(index), self.layout, self.geometry)
+
     @staticmethod
-    def write(directory: Path, ids: np.ndarray, positions: np.ndarray) -> None:
+    def write(directory: Path, ids: np.ndarray, positions: np.ndarray, layout: IdLayout,
+              geometry: ChunkGeometry) -> None:
         """Store anchors: ``positions`` (n, 3) in the graph's base voxels, ids in any order."""
         order = np.argsort(np.asarray(ids, dtype=np.uint64), kind="stable")
         SupervoxelLocator.write_batches(
-            directory, [(np.asarray(ids, np.uint64)[order], np.asarray(positions)[order])])
+            directory, [(np.asarray(ids, np.uint64)[order], np.asarray(positions)[order])],
+            layout, geometry)
 
     @staticmethod
-    def write_batches(directory: Path, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
-        """Store anchors given in batches of (ids, positions), ids ascending across batches;
-        replaces the anchors in one rename once complete. Returns how many."""
+    def write_batches(directory: Path, batches: Iterable[tuple[np.ndarray, np.ndarray]],
+                      layout: IdLayout, geometry: ChunkGeometry) -> int:
+        """Store anchors given in batches of (ids, positions in base voxels), ids ascending
+        across batches; replaces the anchors in one rename once complete. Returns how
+        many."""
         directory = Path(directory)
         tmp = directory / f"{ANCHORS}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         runs = RunBuilder()
-        pos_file = NpyFile(tmp / "positions.npy", np.int32, row=(3,))
+        offsets = NpyFile(tmp / _OFFSETS, np.int16, row=(3,), wider=np.int32)
         try:
-            _append_anchors(runs, pos_file, batches)
+            _append_anchors(runs, offsets, batches, layout, geometry)
         except BaseException:
-            pos_file.discard()
+            offsets.discard()
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        pos_file.close()
+        offsets.close()
         runs.ids().save(tmp)
         shutil.rmtree(directory / ANCHORS, ignore_errors=True)
         tmp.rename(directory / ANCHORS)
         (directory / _LEGACY).unlink(missing_ok=True)
-        return pos_file.length
+        return offsets.length
 
     @classmethod
     def open(cls, directory: Path, layout: IdLayout, geometry: ChunkGeometry
              ) -> SupervoxelLocator | None:
         folder = Path(directory) / ANCHORS
         if folder.exists():
-            positions = np.load(folder / "positions.npy", mmap_mode="r")
-            if (folder / "run_start.npy").exists():
-                return cls(SortedIds.load(folder), positions, layout, geometry)
-            return cls(_runs_of_file(folder / "ids.npy"), positions, layout, geometry)
+            ids = (SortedIds.load(folder) if (folder / "run_start.npy").exists()
+                   else _runs_of_file(folder / "ids.npy"))
+            if (folder / _OFFSETS).exists():
+                return cls(ids, np.load(folder / _OFFSETS, mmap_mode="r"), layout, geometry,
+                           relative=True)
+            return cls(ids, np.load(folder / "positions.npy", mmap_mode="r"), layout, geometry)
         legacy = Path(directory) / _LEGACY
         if not legacy.exists():
             return None
@@ -115,7 +135,7 @@ class SupervoxelLocator:
         first = np.cumsum(counts) - counts
         candidate = lo[point] + (np.arange(len(point)) - first[point])
         scale = np.asarray(self.geometry.resolution)
-        distance = np.sqrt((((base[point] - self.positions[candidate]) * scale) ** 2).sum(1))
+        distance = np.sqrt((((base[point] - self.positions(candidate)) * scale) ** 2).sum(1))
         order = np.lexsort((distance, point))
         has = counts > 0
         best = order[first[has]]
@@ -137,13 +157,22 @@ def _runs_of_file(path: Path) -> SortedIds:
     return runs.ids()
 
 
-def _append_anchors(runs: RunBuilder, pos_file: NpyFile,
-                    batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
+def _chunk_corners(ids: np.ndarray, layout: IdLayout, geometry: ChunkGeometry) -> np.ndarray:
+    """The lowest base voxel (k, 3) of each supervoxel's chunk."""
+    coords = np.stack(layout.chunk_coordinates(np.asarray(ids, dtype=np.uint64)), axis=-1)
+    return (np.asarray(geometry.voxel_offset, dtype=np.int64)
+            + coords.reshape(-1, 3) * np.asarray(geometry.chunk_size, dtype=np.int64))
+
+
+def _append_anchors(runs: RunBuilder, offsets: NpyFile,
+                    batches: Iterable[tuple[np.ndarray, np.ndarray]], layout: IdLayout,
+                    geometry: ChunkGeometry) -> None:
     last = -1
     for ids, positions in batches:
         ids = np.asarray(ids, dtype=np.uint64)
         if len(ids) and (int(ids[0]) <= last or np.any(ids[1:] <= ids[:-1])):
             raise ValueError("anchor batches must be sorted by id, without duplicates")
         runs.add(ids)
-        pos_file.append(np.asarray(positions).reshape(-1, 3))
+        absolute = np.asarray(positions, dtype=np.int64).reshape(-1, 3)
+        offsets.append(absolute - _chunk_corners(ids, layout, geometry))
         last = int(ids[-1]) if len(ids) else last

@@ -247,7 +247,8 @@ def _write_anchors(con: duckdb.DuckDBPyConnection, graph: SegmentationGraph,
             yield ids, np.round(positions * scale)
             bar.advance(task, len(ids))
 
-    SupervoxelLocator.write_batches(graph.base.directory, batches())
+    SupervoxelLocator.write_batches(graph.base.directory, batches(), graph.layout,
+                                    graph.geometry)
 
 
 def _apply_edits(graph: SegmentationGraph, plan: edit_plan.EditPlan, bar: Steps) -> None:
