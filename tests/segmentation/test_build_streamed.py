@@ -157,6 +157,9 @@ def test_anchors_are_stored_as_short_offsets_from_their_chunk(tmp_path: Path) ->
     SupervoxelLocator.write(tmp_path, ids, positions, LAYOUT, GEOMETRY)
     stored = np.load(tmp_path / "anchors" / "offsets.npy")
     assert stored.dtype == np.int16 and stored.tolist() == [[0, 0, 0], [63, 63, 31], [10, 20, 30]]
+    located = SupervoxelLocator.open(tmp_path, LAYOUT, GEOMETRY)
+    assert located is not None
+    assert located.locate(positions, GEOMETRY.resolution).tolist() == ids.tolist()
     far = positions + np.array([[0, 0, 0], [0, 0, 0], [100_000, 0, -5]])
     SupervoxelLocator.write_batches(tmp_path, [(ids[:2], far[:2]), (ids[2:], far[2:])],
                                     LAYOUT, GEOMETRY)

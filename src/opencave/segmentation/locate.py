@@ -46,13 +46,16 @@ class SupervoxelLocator:
         self.geometry = geometry
         self.max_distance_nm = max_distance_nm
 
-    def positions(self, index: np.ndarray) -> np.ndarray:
-        """Anchors (k, 3) in base voxels of the supervoxels at ``index`` (in ``ids``)."""
+    def positions(self, index: np.ndarray, chunks: np.ndarray | None = None) -> np.ndarray:
+        """Anchors (k, 3) in base voxels of the supervoxels at ``index`` (in ``ids``);
+        ``chunks``: their chunks' coordinates (k, 3) when the caller knows them."""
         index = np.asarray(index, dtype=np.int64)
         stored = np.asarray(self.stored[index], dtype=np.int64)
         if not self.relative:
             return stored
-        return stored + _chunk_corners(self.ids.at(index), self.layout, self.geometry)
+        if chunks is None:
+            chunks = _chunks_of(self.ids.at(index), self.layout)
+        return stored + _corners(chunks, self.geometry)
 
     @staticmethod
     def write(directory: Path, ids: np.ndarray, positions: np.ndarray, layout: IdLayout,
@@ -122,11 +125,13 @@ class SupervoxelLocator:
         out = np.zeros(len(points), dtype=np.uint64)
         for start in range(0, len(points), _BATCH):
             part = slice(start, start + _BATCH)
-            out[part] = self._nearest(base[part], lo[part], hi[part])
+            out[part] = self._nearest(base[part], chunks[part], lo[part], hi[part])
         return out
 
-    def _nearest(self, base: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Vectorized over (point, candidate) pairs: every anchor of the point's chunk."""
+    def _nearest(self, base: np.ndarray, chunks: np.ndarray, lo: np.ndarray, hi: np.ndarray
+                 ) -> np.ndarray:
+        """Vectorized over (point, candidate) pairs: every anchor of the point's chunk
+        (``chunks``: each point's)."""
         counts = hi - lo
         out = np.zeros(len(base), dtype=np.uint64)
         if counts.sum() == 0:
@@ -135,7 +140,8 @@ class SupervoxelLocator:
         first = np.cumsum(counts) - counts
         candidate = lo[point] + (np.arange(len(point)) - first[point])
         scale = np.asarray(self.geometry.resolution)
-        distance = np.sqrt((((base[point] - self.positions(candidate)) * scale) ** 2).sum(1))
+        anchors = self.positions(candidate, chunks[point])
+        distance = np.sqrt((((base[point] - anchors) * scale) ** 2).sum(1))
         order = np.lexsort((distance, point))
         has = counts > 0
         best = order[first[has]]
@@ -157,11 +163,16 @@ def _runs_of_file(path: Path) -> SortedIds:
     return runs.ids()
 
 
-def _chunk_corners(ids: np.ndarray, layout: IdLayout, geometry: ChunkGeometry) -> np.ndarray:
-    """The lowest base voxel (k, 3) of each supervoxel's chunk."""
-    coords = np.stack(layout.chunk_coordinates(np.asarray(ids, dtype=np.uint64)), axis=-1)
+def _chunks_of(ids: np.ndarray, layout: IdLayout) -> np.ndarray:
+    """Chunk coordinates (k, 3) of layer-1 ids."""
+    return np.stack(layout.chunk_coordinates(np.asarray(ids, dtype=np.uint64)),
+                    axis=-1).reshape(-1, 3)
+
+
+def _corners(chunks: np.ndarray, geometry: ChunkGeometry) -> np.ndarray:
+    """The lowest base voxel (k, 3) of each layer-1 chunk."""
     return (np.asarray(geometry.voxel_offset, dtype=np.int64)
-            + coords.reshape(-1, 3) * np.asarray(geometry.chunk_size, dtype=np.int64))
+            + np.asarray(chunks, dtype=np.int64) * np.asarray(geometry.chunk_size, dtype=np.int64))
 
 
 def _append_anchors(runs: RunBuilder, offsets: NpyFile,
@@ -174,5 +185,5 @@ def _append_anchors(runs: RunBuilder, offsets: NpyFile,
             raise ValueError("anchor batches must be sorted by id, without duplicates")
         runs.add(ids)
         absolute = np.asarray(positions, dtype=np.int64).reshape(-1, 3)
-        offsets.append(absolute - _chunk_corners(ids, layout, geometry))
+        offsets.append(absolute - _corners(_chunks_of(ids, layout), geometry))
         last = int(ids[-1]) if len(ids) else last
