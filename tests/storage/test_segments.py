@@ -25,6 +25,7 @@ from opencave.storage.segments import (
     arrow_schema,
     copy_sorted_segment,
     serving_keys,
+    serving_layout,
     serving_path,
     sorted_copy,
     write_mask,
@@ -55,40 +56,124 @@ def synapses(rng: np.random.Generator) -> pa.Table:
          for f in schema], schema=schema)
 
 
-@pytest.fixture(scope="module", params=["parquet", "serving"])
+@pytest.fixture(scope="module", params=["parquet", "serving", "record", "record-scanned"])
 def stored(request, tmp_path_factory):
-    """One segment and a mask of a third of its rows, written as Parquet only or with
-    serving copies."""
+    """One segment and a mask of a third of its rows, written as Parquet only, with serving
+    copies, or as a large segment's: the Parquet record sorted by post root in place of that
+    copy, read a few row groups at a time ("record") or scanned by DuckDB when a lookup
+    would read more row groups than it allows ("record-scanned")."""
+    kind = request.param
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(segments, "SERVING_MIN_ROWS", 0 if request.param == "serving" else 10**9)
-        root = tmp_path_factory.mktemp(request.param)
+        patch.setattr(segments, "SERVING_MIN_ROWS", 10**9 if kind == "parquet" else 0)
+        patch.setattr(segments, "RECORD_ROW_GROUP_SIZE", 256)  # a root's rows span groups
+        root = tmp_path_factory.mktemp(kind)
         rows = synapses(np.random.default_rng(7))
-        write_table_segment(root / "seg.parquet", rows, "pre_pt_root_id", KEYS)
+        order, keys = serving_layout(KEYS, segments.RECORD_SERVES_ROWS
+                                     if kind.startswith("record") else N)
+        write_table_segment(root / "seg.parquet", rows, order, keys)
         masked = rows.filter(pa.array(np.arange(N) % 3 == 0))
         # a chain of two masks, as versions append them
         halves = [masked.slice(0, masked.num_rows // 2), masked.slice(masked.num_rows // 2)]
         for name, half in zip(("mask-a.parquet", "mask-b.parquet"), halves, strict=True):
             write_mask(root / name, half, KEYS)
-    part = SnapshotPart(Segment("seg.parquet", N, "pre_pt_root_id"), (
+    part = SnapshotPart(Segment("seg.parquet", N, order), (
         Mask("mask-a.parquet", halves[0].num_rows, KEYS),
         Mask("mask-b.parquet", halves[1].num_rows, KEYS)))
     relation = Relation("syn", SYNAPSE.columns(), (4.0, 4.0, 40.0),
                         TableSnapshot("syn", to_micros(T), (part,), 0), "pre_pt_root_id")
     visible = rows.to_pandas()
     visible = visible[~visible.id.isin(masked.column("id").to_pylist())]
-    return DataDir(root), QueryEngine(), relation, visible, request.param
+    return DataDir(root), QueryEngine(), relation, visible, kind
 
 
 def test_serving_copies_hold_the_rows_sorted_by_each_key(stored):
+    """Each key's rows are sorted by it in a native copy or, for a large segment's last
+    key, in the Parquet record itself."""
     data, *_, kind = stored
     path = serving_path(data.root / "seg.parquet")
-    assert path.exists() == (kind == "serving")
+    assert path.exists() == (kind != "parquet")
     if kind == "parquet":
         return
+    record = pq.read_table(data.root / "seg.parquet").to_pandas()
+    record_key = "post_pt_root_id" if kind.startswith("record") else "pre_pt_root_id"
+    assert record.equals(record.sort_values([record_key, "id"], ignore_index=True))
     with duckdb.connect(str(path), read_only=True) as con:
-        for key in KEYS:
+        tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        copied = KEYS[:-1] if kind.startswith("record") else KEYS
+        assert tables == {sorted_copy(key) for key in copied}
+        for key in copied:
             column = con.sql(f'SELECT "{key}" FROM {sorted_copy(key)}').fetchnumpy()[key]
             assert len(column) == N and (np.diff(column) >= 0).all()
+
+
+def test_large_segments_keep_one_native_copy_fewer():
+    """From RECORD_SERVES_ROWS rows the record takes the last key's order (its copy would
+    be a third full copy of the rows); tables with one key, and smaller segments, keep
+    every copy."""
+    big = segments.RECORD_SERVES_ROWS
+    assert serving_layout(KEYS, big) == ("post_pt_root_id", ("pre_pt_root_id",))
+    assert serving_layout(KEYS, big - 1) == ("pre_pt_root_id", KEYS)
+    assert serving_layout(("target_id",), big) == ("target_id", ("target_id",))
+
+
+def test_a_record_lookup_reads_the_row_groups_holding_its_values(tmp_path, monkeypatch):
+    """Exactly the rows with the values asked for, from the groups whose statistics hold
+    them; None (a scan for DuckDB) beyond RECORD_LOOKUP_GROUPS groups. Row groups of NULL
+    keys, last in the record, never match."""
+    monkeypatch.setattr(segments, "ROW_GROUP_SIZE", 100)
+    rows = synapses(np.random.default_rng(9))
+    post = rows.column("post_pt_root_id").to_numpy().copy()
+    missing = post == ROOTS[-1]  # the last root's rows lose their key: NULLs, sorted last
+    rows = rows.set_column(rows.schema.get_field_index("post_pt_root_id"), "post_pt_root_id",
+                           pa.array(post, pa.int64(), mask=missing))
+    path = tmp_path / "seg.parquet"
+    write_table_segment(path, rows, "post_pt_root_id")
+    reads: list[int] = []
+    real_read = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group",
+                        lambda self, g, *a, **k: reads.append(g) or real_read(self, g, *a, **k))
+    frame = rows.to_pandas()
+    for values in ([ROOTS[0]], [ROOTS[3], ROOTS[17], 10**12], [ROOTS[-1]], [None, ROOTS[5]]):
+        reads.clear()
+        got = segments.read_record_rows(path, "post_pt_root_id", values).to_pandas()
+        expected = frame[frame.post_pt_root_id.isin([v for v in values if v is not None])]
+        assert sorted(got.id) == sorted(expected.id)
+        assert len(reads) <= 2 * len(values)  # a root's ~100 rows span one or two groups
+    assert segments.read_record_rows(path, "post_pt_root_id", ROOTS[:20].tolist()) is None
+
+
+def test_a_large_segment_from_a_query_sorts_its_copy_then_its_record(tmp_path, monkeypatch):
+    """Written from a query, a segment whose record serves the post root gets its pre copy
+    sorted from the query and its record sorted from that copy — a range at a time beyond
+    SORT_RUN_ROWS, with the same rows as at once, NULL keys last."""
+    monkeypatch.setattr(segments, "SERVING_MIN_ROWS", 0)
+    rows = synapses(np.random.default_rng(13))
+    missing = np.random.default_rng(14).random(N) < 0.05
+    values = rows.column("post_pt_root_id").to_numpy()
+    rows = rows.set_column(rows.schema.get_field_index("post_pt_root_id"), "post_pt_root_id",
+                           pa.array(values, pa.int64(), mask=missing))
+    order, keys = serving_layout(KEYS, segments.RECORD_SERVES_ROWS)
+
+    def written(run_rows: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        monkeypatch.setattr(segments, "SORT_RUN_ROWS", run_rows)
+        path = tmp_path / f"seg-{run_rows}.parquet"
+        with duckdb.connect() as con:
+            con.register("source", rows)
+            assert copy_sorted_segment(con, path, "SELECT * FROM source WHERE size < ?",
+                                       [0.9], order, keys) == len(expected)
+        with duckdb.connect(str(serving_path(path)), read_only=True) as con:
+            copy = con.sql(f"SELECT * FROM {sorted_copy(keys[0])}").df()
+        return pq.read_table(path).to_pandas(), copy
+
+    expected = rows.to_pandas()
+    expected = expected[expected["size"] < 0.9]
+    whole, whole_copy = written(10**9)
+    ranged, ranged_copy = written(300)
+    pd.testing.assert_frame_equal(ranged, whole)
+    pd.testing.assert_frame_equal(ranged_copy, whole_copy)
+    assert ranged.id.tolist() == expected.sort_values(
+        [order, "id"], na_position="last").id.tolist()
+    assert ranged_copy.id.tolist() == expected.sort_values(["pre_pt_root_id", "id"]).id.tolist()
 
 
 def test_a_segment_copied_through_a_connection_gets_sorted_copies_under_its_settings(
@@ -184,7 +269,7 @@ def test_segments_are_delta_encoded_parquet_that_reads_back_exactly(tmp_path, wr
        post=st.lists(st.sampled_from(ROOTS.tolist()), max_size=4),
        min_size=st.none() | st.floats(0, 1))
 def test_queries_match_pandas_whichever_copy_they_read(stored, pre, post, min_size):
-    data, engine, relation, visible, _ = stored
+    data, engine, relation, visible, kind = stored
     body: dict = {"filter_in_dict": {"syn": {}}}
     expected = visible
     if pre:
@@ -196,9 +281,29 @@ def test_queries_match_pandas_whichever_copy_they_read(stored, pre, post, min_si
     if min_size is not None:
         body["filter_greater_dict"] = {"syn": {"size": min_size}}
         expected = expected[expected["size"] > min_size]
-    got = engine.table(compile_query(parse_query(body, [relation]), data)).to_pandas()
+    with pytest.MonkeyPatch.context() as patch:
+        if kind == "record-scanned":
+            patch.setattr(segments, "RECORD_LOOKUP_GROUPS", 0)
+        got = engine.table(compile_query(parse_query(body, [relation]), data)).to_pandas()
     assert sorted(got.id) == sorted(expected.id)
     if len(got):
         merged = got.merge(expected, on="id", suffixes=("", "_expected"))
         pd.testing.assert_series_equal(merged.post_pt_root_id, merged.post_pt_root_id_expected,
                                        check_names=False)
+
+
+def test_a_lookup_by_the_records_key_reads_the_record(stored):
+    """A neuron's inputs in a large segment come from the record's few row groups (or its
+    scan), not from a copy the segment does not have."""
+    data, engine, relation, visible, kind = stored
+    body = {"filter_in_dict": {"syn": {"post_pt_root_id": [int(ROOTS[4]), int(ROOTS[9])]}}}
+    with pytest.MonkeyPatch.context() as patch:
+        if kind == "record-scanned":
+            patch.setattr(segments, "RECORD_LOOKUP_GROUPS", 0)
+        compiled = compile_query(parse_query(body, [relation]), data)
+        got = engine.table(compiled).to_pandas()
+    read_rows = [name for name in compiled.tables if name.startswith("record_")]
+    assert bool(read_rows) == (kind == "record")
+    assert ("read_parquet" in compiled.sql) == (kind in ("parquet", "record-scanned"))
+    expected = visible[visible.post_pt_root_id.isin(ROOTS[[4, 9]])]
+    assert sorted(got.id) == sorted(expected.id)

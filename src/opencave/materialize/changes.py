@@ -133,13 +133,15 @@ class ChangeFinder:
         columns = ", ".join(f's."{c.name}"' for c in table.schema.columns())
         branches = []
         for key, column, values in searches:
-            source = sources.stored(part.segment.path, key, params) + " AS s"
+            source = sources.segment(part.segment, table.cluster_key, key, params,
+                                     stale if column == key else None) + " AS s"
             source += anti_join_masks(part, key, sources, params,
                                       _mask_search(column, values))
             branches.append(f"SELECT {columns} FROM {source} WHERE "
                             f"{_among('s', column, values)}")
         # UNION: a row found through several keys comes back once
-        return self.engine.run(" UNION ".join(branches), params, tables=tables,
+        return self.engine.run(" UNION ".join(branches), params,
+                               tables={**tables, **sources.tables},
                                attachments=sources.attachments)
 
 

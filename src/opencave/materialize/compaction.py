@@ -46,6 +46,7 @@ from ..storage.segments import (
     copy_sorted_segment,
     file_bytes,
     limit_memory,
+    serving_layout,
     write_mask,
 )
 from ..timestamps import from_micros, to_micros
@@ -192,15 +193,15 @@ class Compactor:
         try:
             limit_memory(con, self.memory_limit)
             con.execute("SET temp_directory = ?", [str(spill)])
+            bound = sum(part.segment.num_rows for part in members)
+            order, keys = serving_layout(table.serving_keys, bound)
             rows = copy_sorted_segment(
                 con, path, "SELECT * FROM (" + " UNION ALL ".join(selects) + ")", params,
-                table.cluster_key, table.serving_keys,
-                rows=sum(part.segment.num_rows for part in members))
+                order, keys, rows=bound)
         finally:
             con.close()
             shutil.rmtree(spill, ignore_errors=True)
-        segment = Segment(self.data.relative(path), rows, table.cluster_key,
-                          to_micros(timestamp))
+        segment = Segment(self.data.relative(path), rows, order, to_micros(timestamp))
         return SnapshotPart(segment), file_bytes(path)
 
     def compact_masks(self, table: AnnotationTable, part: SnapshotPart,

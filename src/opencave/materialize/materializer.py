@@ -31,6 +31,7 @@ from ..storage.segments import (
     WRITE_MEMORY,
     Segment,
     file_bytes,
+    serving_layout,
     serving_path,
     write_table_segment,
 )
@@ -181,10 +182,9 @@ class Materializer:
                      timestamp: datetime) -> tuple[Segment, int]:
         path = self.data_dir.table_dir(table.aligned_volume, table.table_name) / unique_name(
             "delta", ".parquet")
-        count = write_table_segment(path, rows, table.cluster_key, table.serving_keys,
-                                    memory_limit=self.memory_limit)
-        segment = Segment(self.data_dir.relative(path), count, table.cluster_key,
-                          to_micros(timestamp))
+        order, keys = serving_layout(table.serving_keys, rows.num_rows)
+        count = write_table_segment(path, rows, order, keys, memory_limit=self.memory_limit)
+        segment = Segment(self.data_dir.relative(path), count, order, to_micros(timestamp))
         return segment, file_bytes(path)
 
     def _count(self, table: AnnotationTable, snapshot: TableSnapshot) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import InvalidRequest, describe_choices
 from ..schemas import Column, ColumnType, Role
 from ..storage.files import DataDir
-from ..storage.segments import serving_path, sorted_copy
+from ..storage.segments import Segment, read_record_rows, serving_path, sorted_copy
 from ..timestamps import from_micros
 from .filters import Filter, Op, ValueLists, parse_filters
 from .relations import Relation
@@ -382,6 +382,24 @@ class Sources:
         self.attachments[alias] = str(serving)
         return f'{alias}."{sorted_copy(key)}"'
 
+    def segment(self, segment: Segment, cluster_key: str, key: str, params: list[Any],
+                values: Sequence[Any] | None = None) -> str:
+        """A FROM item for a part's segment in its copy sorted by ``key``: :meth:`stored`,
+        unless the segment's Parquet record is sorted by that key in place of its copy
+        (:func:`~opencave.storage.segments.serving_layout`). Then the rows of the record's
+        few row groups that hold ``values`` (the values of ``key`` the query keeps, when
+        few), else the record itself."""
+        if segment.sort_key in (cluster_key, None) or key != segment.sort_key:
+            return self.stored(segment.path, key, params)
+        path = self.data_dir.absolute(segment.path)
+        rows = read_record_rows(path, key, values) if values is not None else None
+        if rows is None:
+            params.append(str(path))
+            return "read_parquet(?)"
+        name = f"record_{len(self.tables)}"
+        self.tables[name] = rows
+        return name
+
 
 def _scan_key(relation: Relation, filters: list[Filter]) -> str:
     """The sort key to read a relation by: the first serving key the query pins with an
@@ -389,6 +407,20 @@ def _scan_key(relation: Relation, filters: list[Filter]) -> str:
     cluster key."""
     pinned = {f.columns[0] for f in filters if f.op in (Op.EQUAL, Op.IN)}
     return next((k for k in relation.serving_keys if k in pinned), relation.serving_keys[0])
+
+
+def pinned_values(filters: Sequence[Filter], key: str) -> tuple[Any, ...] | None:
+    """The values of ``key`` a query keeps, when an ``IN`` filter of at most
+    :data:`LOOKUP_VALUES` values or an equality pins them (filters are a conjunction: the
+    rows outside them are none of the result)."""
+    for f in filters:
+        if f.columns[0] != key:
+            continue
+        if f.op is Op.IN and len(f.value) <= LOOKUP_VALUES:
+            return tuple(f.value)
+        if f.op is Op.EQUAL and f.value is not None:
+            return (f.value,)
+    return None
 
 
 def _on_mask(filters: list[Filter], held: Sequence[str], params: list[Any],
@@ -444,10 +476,12 @@ def _branches(relation: Relation, filters: list[Filter], sources: Sources, lists
     alive = "WHERE s.created <= ? AND (s.deleted IS NULL OR s.deleted > ?)"
     live = relation.live
     key = _scan_key(relation, filters)
+    values = pinned_values(filters, key)
     branches = []
     for index, part in enumerate(snapshot.parts):
         params: list[Any] = []
-        source = sources.stored(part.segment.path, key, params) + " AS s"
+        source = sources.segment(part.segment, relation.serving_keys[0], key, params,
+                                 values) + " AS s"
         if masked:
             source += _masked(relation, index, part, key, filters, sources, params, lists,
                               alias)

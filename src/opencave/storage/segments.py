@@ -10,10 +10,17 @@ each sorted by (key, id). Queries read those: a point lookup there costs a few m
 where Parquet's per-file decoding costs tens, and a filter on ``post_pt_root_id`` reads the
 copy sorted by it instead of scanning. The Parquet file stays the portable record (any
 Parquet reader, object storage); the serving copy can be rebuilt from it at any time.
+
+A large segment (:data:`RECORD_SERVES_ROWS`) stores its rows twice, not three times: its
+Parquet record is sorted by the last serving key and stands in for that key's copy
+(:func:`serving_layout`). A lookup there reads the few row groups whose footer statistics
+hold the key's values (:func:`read_record_rows`), ~1.5 ms each, where DuckDB's Parquet scan
+weighs every row group's statistics (~20 ms for a neuron's inputs at 10^8).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +31,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..schemas import Column, ColumnType, Role, SchemaType
@@ -35,6 +43,16 @@ SERVING_SUFFIX = ".duckdb"
 #: Files smaller than this get no serving copy: reading them from Parquet costs little, and a
 #: DuckDB file has a fixed size of ~1 MiB that would dominate small deltas and masks.
 SERVING_MIN_ROWS = 20_000
+#: Segments from this many rows keep their Parquet record sorted by the last serving key in
+#: place of that key's native copy: at 10^8 synapses, 12.65 GB -> 8.67 GB for the bulk load
+#: (record 34 -> 42 bytes a row, one native copy of 45 instead of two).
+RECORD_SERVES_ROWS = 10_000_000
+#: A lookup in a record reads at most this many row groups itself; beyond, DuckDB scans.
+RECORD_LOOKUP_GROUPS = 8
+#: Row groups of a record that serves a key: a lookup decodes whole row groups, ~1.5 ms for
+#: 32,768 rows against ~5.3 for 122,880, for 0.15% more bytes (10^7 rows of the 10^8 bulk
+#: load). The footer grows with their count: ~2 KB each, 21 MB at 3.4x10^8 rows.
+RECORD_ROW_GROUP_SIZE = 32_768
 #: Rows sorted at once when a segment is written from a query or its serving copies are
 #: sorted: beyond it, a range of the key at a time (one sort of 10^8 synapse rows under a
 #: 4 GB memory limit spilled 6.4 GB, twice its Parquet file, to disk).
@@ -85,6 +103,16 @@ def serving_keys(columns: Sequence[Column], cluster_key: str) -> tuple[str, ...]
     return (cluster_key, *others)
 
 
+def serving_layout(keys: Sequence[str], rows: int) -> tuple[str, tuple[str, ...]]:
+    """How a segment of ``rows`` rows of a table with serving ``keys`` (cluster key first)
+    is stored: the order of its Parquet record and the keys of its serving copy's tables.
+    From :data:`RECORD_SERVES_ROWS` rows the record is sorted by the last key and the copy
+    holds the others; below, the record follows the cluster key and the copy holds all."""
+    if len(keys) > 1 and rows >= RECORD_SERVES_ROWS:
+        return keys[-1], tuple(keys[:-1])
+    return keys[0], tuple(keys)
+
+
 def file_bytes(path: Path) -> int:
     """Bytes on disk of a Parquet file and its serving copy, if any."""
     serving = serving_path(path)
@@ -105,18 +133,20 @@ def write_table_segment(path: Path, table: pa.Table, sort_key: str,
                         keys: Sequence[str] = (), *, memory_limit: str | None = WRITE_MEMORY
                         ) -> int:
     """Sort an in-memory table by ``(sort_key, id)`` and write it atomically, with its
-    serving copy sorted by each of ``keys`` (``sort_key`` first; none when empty or under
-    :data:`SERVING_MIN_ROWS` rows). ``memory_limit``: DuckDB's, for the sort and the copy
-    (one after the other); None leaves DuckDB's default."""
+    serving copy sorted by each of ``keys`` (none when empty or under
+    :data:`SERVING_MIN_ROWS` rows; see :func:`serving_layout`). ``memory_limit``: DuckDB's,
+    for the sort and the copy (one after the other); None leaves DuckDB's default."""
     table = _sorted(table, sort_key, memory_limit)
     serve = bool(keys) and table.num_rows >= SERVING_MIN_ROWS
     # The serving copy is written from the rows in memory while the Parquet file is
     # encoded: both release the GIL, and neither re-reads what the other wrote.
+    group_rows = ROW_GROUP_SIZE if not keys or keys[0] == sort_key else RECORD_ROW_GROUP_SIZE
     with ThreadPoolExecutor(max_workers=1) as pool:
-        copy = (pool.submit(write_serving_copy, path, keys, table, memory_limit=memory_limit)
+        copy = (pool.submit(write_serving_copy, path, keys, table, memory_limit=memory_limit,
+                            order=sort_key)
                 if serve else None)
         with atomic_path(path) as tmp:
-            pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE,
+            pq.write_table(table, tmp, row_group_size=group_rows,
                            **parquet_encoding(table.schema))
         if copy is not None:
             copy.result()
@@ -153,14 +183,16 @@ def copy_sorted_segment(con: duckdb.DuckDBPyConnection, path: Path, select: str,
                         params: dict[str, Any] | list[Any] | None, sort_key: str,
                         keys: Sequence[str] = (), *, rows: int | None = None) -> int:
     """Write the rows of a DuckDB query as a segment sorted by ``(sort_key, id)``, atomically,
-    with its serving copy (from :data:`SERVING_MIN_ROWS` rows). ``rows``: at most how many
-    rows the query returns (counted when not given); beyond :data:`SORT_RUN_ROWS` the query
-    runs once per range of ``sort_key`` (:func:`sort_runs`), so that the disk DuckDB spills
-    to stays bounded. The serving copy is written by ``con`` too: one memory limit bounds
-    both."""
+    with its serving copy sorted by each of ``keys`` (from :data:`SERVING_MIN_ROWS` rows;
+    see :func:`serving_layout`). ``rows``: at most how many rows the query returns (counted
+    when not given); beyond :data:`SORT_RUN_ROWS` the query runs once per range of the key
+    it is sorted by (:func:`sort_runs`), so that the disk DuckDB spills to stays bounded.
+    The serving copy is written by ``con`` too: one memory limit bounds both."""
     bind = _Binder(params)
     if rows is None:
         rows = con.execute(f"SELECT count(*) FROM ({select})", bind()).fetchall()[0][0]
+    if keys and keys[0] != sort_key:
+        return _copy_record_serving(con, path, select, bind, sort_key, keys, rows)
     runs = sort_runs(con, f"({select})", sort_key, rows, bind)
     with atomic_path(path) as tmp:
         if len(runs) == 1:
@@ -177,6 +209,24 @@ def copy_sorted_segment(con: duckdb.DuckDBPyConnection, path: Path, select: str,
     written = pq.ParquetFile(path).metadata.num_rows
     if keys and written >= SERVING_MIN_ROWS:
         write_serving_copy(path, keys, con=con)
+    return written
+
+
+def _copy_record_serving(con: duckdb.DuckDBPyConnection, path: Path, select: str,
+                         bind: _Binder, sort_key: str, keys: Sequence[str], rows: int) -> int:
+    """:func:`copy_sorted_segment` when the record serves ``sort_key``: the serving copy
+    first, from the query (its first table sorted a range at a time), then the record
+    sorted from that table (native: faster to scan again than the query)."""
+    target = _write_copy(serving_path(path), keys, f"({select})", rows, con=con, bind=bind)
+    con.execute(f"ATTACH '{_sql_string(target)}' AS record_source (READ_ONLY)")
+    try:
+        first = f"record_source.{_quote(sorted_copy(keys[0]))}"
+        written = con.execute(f"SELECT count(*) FROM {first}").fetchall()[0][0]
+        with atomic_path(path) as tmp:
+            _write_runs(con, tmp, f"SELECT * FROM {first}", _Binder(None), sort_key,
+                        sort_runs(con, first, sort_key, written), RECORD_ROW_GROUP_SIZE)
+    finally:
+        con.execute("DETACH record_source")
     return written
 
 
@@ -238,17 +288,18 @@ class _Binder:
 
 
 def _write_runs(con: duckdb.DuckDBPyConnection, target: Path, select: str, bind: _Binder,
-                sort_key: str, runs: Sequence[SortRun]) -> None:
-    """The query's rows sorted by ``(sort_key, id)`` into one Parquet file, a run at a
-    time (each sort fits in memory, where one sort of all rows spills about twice the
-    file's size to disk)."""
+                sort_key: str, runs: Sequence[SortRun], group_rows: int | None = None) -> None:
+    """The query's rows sorted by ``(sort_key, id)`` into one Parquet file of row groups of
+    ``group_rows`` (:data:`ROW_GROUP_SIZE` when not given), a run at a time (each sort fits
+    in memory, where one sort of all rows spills about twice the file's size to disk)."""
+    group_rows = group_rows or ROW_GROUP_SIZE
     writer: pq.ParquetWriter | None = None
     try:
         for run in runs:
             where = run.where(sort_key, bind)
             reader = con.sql(
                 f"SELECT * FROM ({select}) WHERE {where} ORDER BY {_quote(sort_key)}, id",
-                params=bind()).to_arrow_reader(ROW_GROUP_SIZE)
+                params=bind()).to_arrow_reader(group_rows)
             # Time zones as DuckDB's own Parquet writer stores them (UTC, whatever the
             # connection's zone): the instants are the same.
             schema = pa.schema([f.with_type(ARROW_TYPES[ColumnType.TIMESTAMP])
@@ -257,7 +308,7 @@ def _write_runs(con: duckdb.DuckDBPyConnection, target: Path, select: str, bind:
             for batch in reader:
                 if writer is None:
                     writer = pq.ParquetWriter(target, schema, **parquet_encoding(schema))
-                writer.write_batch(batch.cast(schema), row_group_size=ROW_GROUP_SIZE)
+                writer.write_batch(batch.cast(schema), row_group_size=group_rows)
     finally:
         if writer is not None:
             writer.close()
@@ -265,67 +316,162 @@ def _write_runs(con: duckdb.DuckDBPyConnection, target: Path, select: str, bind:
 
 def write_serving_copy(path: Path, keys: Sequence[str], rows: pa.Table | None = None, *,
                        con: duckdb.DuckDBPyConnection | None = None,
-                       memory_limit: str | None = WRITE_MEMORY) -> Path:
-    """Write the serving copy of the Parquet file at ``path`` (sorted by its first key
-    already), atomically: one native table per key, sorted by (key, id). ``rows``: the
-    file's rows when they are still in memory (same order), read instead of the file.
-    ``con``: write through this connection (and its memory limit) instead of a new one
-    limited to ``memory_limit``."""
-    target = serving_path(path)
+                       memory_limit: str | None = WRITE_MEMORY, order: str | None = None
+                       ) -> Path:
+    """Write the serving copy of the Parquet file at ``path``, atomically: one native table
+    per key, sorted by (key, id). ``rows``: the file's rows when they are still in memory
+    (same order), read instead of the file. ``order``: the key the file is sorted by (the
+    first key when not given; its table then keeps the file's order). ``con``: write
+    through this connection (and its memory limit) instead of a new one limited to
+    ``memory_limit``."""
     source = f"read_parquet('{_sql_string(path)}')" if rows is None else "rows"
     count = pq.ParquetFile(path).metadata.num_rows if rows is None else rows.num_rows
+    return _write_copy(serving_path(path), keys, source, count, rows=rows, con=con,
+                       memory_limit=memory_limit, order=order or keys[0])
+
+
+def _write_copy(target: Path, keys: Sequence[str], source: str, count: int, *,
+                rows: pa.Table | None = None, con: duckdb.DuckDBPyConnection | None = None,
+                memory_limit: str | None = WRITE_MEMORY, order: str | None = None,
+                bind: _Binder | None = None) -> Path:
+    """A serving copy at ``target`` from ``source`` (a table, or a parenthesized query with
+    the parameters of ``bind``), sorted by ``order`` when known."""
+    copies = _Copies(source, keys, rows, count, order, bind or _Binder(None))
     with atomic_path(target) as tmp:
         if con is None:
             own = duckdb.connect(str(tmp))
             try:
                 limit_memory(own, memory_limit)
-                _create_copies(own, "", source, keys, rows, count)
+                copies.create(own, "")
             finally:
                 own.close()
         else:
             con.execute(f"ATTACH '{_sql_string(tmp)}' AS serving_copy")
             try:
-                _create_copies(con, "serving_copy.", source, keys, rows, count)
+                copies.create(con, "serving_copy.")
             finally:
                 con.execute("DETACH serving_copy")
     return target
 
 
-def _create_copies(con: duckdb.DuckDBPyConnection, prefix: str, source: str,
-                   keys: Sequence[str], rows: pa.Table | None, count: int) -> None:
-    """One table per key under ``prefix`` (a database name and dot, or nothing); ``count``
-    rows. The first keeps the source's order; the others are sorted a range of their key
-    at a time beyond :data:`SORT_RUN_ROWS` rows, read from the first (native, so faster to
-    scan again than Parquet)."""
-    preserved = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()
-    con.execute("SET preserve_insertion_order = true")
-    if rows is not None:
-        con.register("rows", rows)
-    try:
-        first = f"{prefix}{_quote(sorted_copy(keys[0]))}"
-        con.execute(f"CREATE TABLE {first} AS SELECT * FROM {source}")
-        for key in keys[1:]:
-            table = f"{prefix}{_quote(sorted_copy(key))}"
-            runs = sort_runs(con, first, key, count)
-            origin = source if len(runs) == 1 else first
-            for index, run in enumerate(runs):
-                bind = _Binder(None)
-                where = run.where(key, bind)
-                rows_of_run = f"SELECT * FROM {origin} WHERE {where} ORDER BY {_quote(key)}, id"
-                statement = (f"CREATE TABLE {table} AS " if index == 0
-                             else f"INSERT INTO {table} ") + rows_of_run
-                con.execute(statement, bind())
-        con.execute(f"CHECKPOINT {prefix.rstrip('.')}" if prefix else "CHECKPOINT")
-    finally:
-        if rows is not None:
-            con.unregister("rows")
-        con.execute(f"SET preserve_insertion_order = {bool(preserved[0][0])}")
+@dataclass
+class _Copies:
+    """The tables of a serving copy: ``count`` rows of ``source`` (sorted by ``order``; None:
+    in no known order), one table per key."""
+
+    source: str
+    keys: Sequence[str]
+    rows: pa.Table | None
+    count: int
+    order: str | None
+    bind: _Binder
+
+    def create(self, con: duckdb.DuckDBPyConnection, prefix: str) -> None:
+        """One table per key under ``prefix`` (a database name and dot, or nothing). The
+        first keeps the source's order when it is sorted by its key; the others (and the
+        first otherwise) are sorted a range of their key at a time beyond
+        :data:`SORT_RUN_ROWS` rows, read from the first when it exists (native, so faster to
+        scan again than Parquet or a query)."""
+        preserved = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()
+        con.execute("SET preserve_insertion_order = true")
+        if self.rows is not None:
+            con.register("rows", self.rows)
+        try:
+            first = f"{prefix}{_quote(sorted_copy(self.keys[0]))}"
+            if self.order == self.keys[0]:
+                con.execute(f"CREATE TABLE {first} AS SELECT * FROM {self.source}", self.bind())
+            else:
+                self._sorted(con, first, self.keys[0], self.source, self.bind)
+            for key in self.keys[1:]:
+                self._sorted(con, f"{prefix}{_quote(sorted_copy(key))}", key, first,
+                             _Binder(None))
+            con.execute(f"CHECKPOINT {prefix.rstrip('.')}" if prefix else "CHECKPOINT")
+        finally:
+            if self.rows is not None:
+                con.unregister("rows")
+            con.execute(f"SET preserve_insertion_order = {bool(preserved[0][0])}")
+
+    def _sorted(self, con: duckdb.DuckDBPyConnection, table: str, key: str, origin: str,
+                bind: _Binder) -> None:
+        """``table`` as the rows of ``origin`` sorted by (key, id), a run at a time; one run
+        reads the copy's own source (cheaper than the first table when it fits at once)."""
+        runs = sort_runs(con, origin, key, self.count, bind)
+        if len(runs) == 1 and origin != self.source:
+            origin, bind = self.source, self.bind
+        for index, run in enumerate(runs):
+            where = run.where(key, bind)
+            rows_of_run = f"SELECT * FROM {origin} WHERE {where} ORDER BY {_quote(key)}, id"
+            statement = (f"CREATE TABLE {table} AS " if index == 0
+                         else f"INSERT INTO {table} ") + rows_of_run
+            con.execute(statement, bind())
 
 
 def limit_memory(con: duckdb.DuckDBPyConnection, memory_limit: str | None) -> None:
     """Cap ``con``'s DuckDB memory (None: DuckDB's default, 80% of RAM)."""
     if memory_limit:
         con.execute("SET memory_limit = ?", [memory_limit])
+
+
+def read_record_rows(path: Path, key: str, values: Sequence[Any]) -> pa.Table | None:
+    """The rows of the Parquet record at ``path`` (sorted by ``key``) whose ``key`` is among
+    ``values``, read from the row groups whose footer statistics may hold them; None when
+    that is more than :data:`RECORD_LOOKUP_GROUPS` row groups (a scan for DuckDB)."""
+    record = _record_index(str(path), key, path.stat().st_mtime_ns)
+    wanted = np.unique(np.asarray([v for v in values if v is not None], dtype=np.int64))
+    groups = record.groups_holding(wanted)
+    if groups is None or len(groups) > RECORD_LOOKUP_GROUPS:
+        return None
+    reader = pq.ParquetFile(path, metadata=record.metadata)
+    among = pa.array(wanted)
+    pieces = [_rows_among(reader, g, key, among) for g in groups]
+    return pa.concat_tables(pieces) if pieces else reader.schema_arrow.empty_table()
+
+
+def _rows_among(reader: pq.ParquetFile, group: int, key: str, among: pa.Array) -> pa.Table:
+    rows = reader.read_row_group(group)
+    return rows.filter(pc.is_in(rows[key], value_set=among))
+
+
+@dataclass(frozen=True)
+class _RecordIndex:
+    """A record's footer and the range of its sort key in each row group (non-decreasing,
+    the file being sorted; row groups of NULL keys, last, get a range past every id)."""
+
+    metadata: pq.FileMetaData
+    lows: np.ndarray | None
+    highs: np.ndarray | None
+
+    def groups_holding(self, values: np.ndarray) -> list[int] | None:
+        """Row groups whose range holds one of the sorted ``values`` (None: a group's range
+        is unknown)."""
+        if self.lows is None or self.highs is None:
+            return None
+        first = np.searchsorted(self.highs, values, side="left")
+        last = np.searchsorted(self.lows, values, side="right")
+        return sorted({g for a, b in zip(first, last, strict=True) for g in range(a, b)})
+
+
+_PAST_IDS = np.iinfo(np.int64).max
+
+
+@functools.lru_cache(maxsize=64)
+def _record_index(path: str, key: str, mtime_ns: int) -> _RecordIndex:
+    """Cached per file (records are immutable; ``mtime_ns`` keeps a rewritten path apart):
+    the footer of a 10^8-row record takes a few milliseconds to read."""
+    metadata = pq.read_metadata(path)
+    column = metadata.schema.to_arrow_schema().get_field_index(key)
+    lows, highs = [], []
+    for group in range(metadata.num_row_groups):
+        stats = metadata.row_group(group).column(column).statistics
+        if stats is not None and stats.has_min_max:
+            lows.append(stats.min)
+            highs.append(stats.max)
+        elif stats is not None and stats.null_count == metadata.row_group(group).num_rows:
+            lows.append(_PAST_IDS)  # all NULL: no value a lookup asks for
+            highs.append(_PAST_IDS)
+        else:
+            return _RecordIndex(metadata, None, None)
+    return _RecordIndex(metadata, np.asarray(lows, np.int64), np.asarray(highs, np.int64))
 
 
 def max_id(path: Path) -> int:

@@ -32,7 +32,13 @@ from ..segmentation import SegmentationGraph
 from ..segmentation.locate import SupervoxelLocator
 from ..settings import Settings
 from ..storage.files import DataDir, atomic_path, unique_name
-from ..storage.segments import Segment, copy_sorted_segment, max_id, write_table_segment
+from ..storage.segments import (
+    Segment,
+    copy_sorted_segment,
+    max_id,
+    serving_layout,
+    write_table_segment,
+)
 from ..timestamps import to_micros
 from . import edits as edit_plan
 from . import supervoxels, synapses, tables, world
@@ -343,8 +349,8 @@ def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: Segment
         path = cave.data.table_dir(table.aligned_volume, table.table_name) / unique_name(
             "bulk", ".parquet")
         if spec in in_memory:
-            rows = write_table_segment(path, in_memory[spec], table.cluster_key,
-                                       table.serving_keys,
+            order = table.cluster_key
+            rows = write_table_segment(path, in_memory[spec], order, table.serving_keys,
                                        memory_limit=cave.settings.query_memory_limit)
         else:
             if spec is tables.SYNAPSES:
@@ -352,11 +358,12 @@ def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: Segment
                 params = {"parts": parts, "endpoints": str(endpoints)}
             else:
                 select, params = tables.prediction_select(), {"parts": parts}
-            rows = copy_sorted_segment(con, path, select, params, table.cluster_key,
-                                       table.serving_keys,
-                                       rows=synapses_total)  # at most one row a synapse
-        cave.tables.add_segment(table, Segment(cave.data.relative(path), rows,
-                                               table.cluster_key, to_micros(start)),
+            # At most one row a synapse.
+            order, keys = serving_layout(table.serving_keys, synapses_total)
+            rows = copy_sorted_segment(con, path, select, params, order, keys,
+                                       rows=synapses_total)
+        cave.tables.add_segment(table, Segment(cave.data.relative(path), rows, order,
+                                               to_micros(start)),
                                 max_id(path), when=spec.created)
         bar.advance(task)
 
