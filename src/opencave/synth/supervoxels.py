@@ -26,11 +26,25 @@ from .synapses import chunk_ids
 #: Rows per batch read from the work database.
 BATCH_ROWS = 1 << 22
 
+#: Every synapse endpoint (side 0: pre, 1: post) and each soma (side 2), with its cell and
+#: chunk: a CTE over the raw parts, read by both statements below rather than stored (it
+#: was the work database's largest table, and its size set the database's high-water mark).
+_ENDPOINTS = """endpoints AS (
+    SELECT id AS eid, 0::UTINYINT AS side, pre_cell AS cell, pre_chunk AS chunk,
+           pre_x AS x, pre_y AS y, pre_z AS z
+        FROM read_parquet($parts)
+    UNION ALL
+    SELECT id, 1::UTINYINT, post_cell, post_chunk, post_x, post_y, post_z
+        FROM read_parquet($parts)
+    UNION ALL
+    SELECT cell, 2::UTINYINT, cell, chunk, x, y, z FROM somas
+)"""
+
 #: Each piece's supervoxels (numbered after those of its chunk's earlier cells) and its
 #: center, the mean of its endpoints: the anchor of its supervoxels without endpoints.
 _CREATE_PIECES = """
 CREATE OR REPLACE TABLE pieces AS
-WITH counted AS (
+WITH {endpoints}, counted AS (
     SELECT cell, chunk, count(*) AS n, bool_or(side = 2) AS has_soma,
            avg(x) AS x, avg(y) AS y, avg(z) AS z
     FROM endpoints GROUP BY cell, chunk
@@ -48,6 +62,7 @@ FROM sized
 
 _ASSIGN = """
 CREATE OR REPLACE TABLE endpoint_sv AS
+WITH {endpoints}
 SELECT e.eid, e.side,
        (p.first_sv + CASE WHEN e.side = 2 THEN 0
                           ELSE (hash(e.eid, e.side) % p.n_sv)::BIGINT END)::BIGINT AS sv,
@@ -74,8 +89,7 @@ ANCHOR_BATCH = 1 << 22
 
 
 def assign(con: duckdb.DuckDBPyConnection, raw_parts: list[str], cells: Cells) -> None:
-    """Create the ``pieces`` and ``endpoint_sv`` tables (from ``endpoints``, dropped once
-    they are made: the largest table of the work database)."""
+    """Create the ``pieces`` and ``endpoint_sv`` tables from the raw parts' endpoints."""
     segmented = cells.segmented
     somas = pa.table({
         "cell": segmented.astype(np.int64),
@@ -84,24 +98,13 @@ def assign(con: duckdb.DuckDBPyConnection, raw_parts: list[str], cells: Cells) -
         "z": cells.position[segmented, 2],
     })
     con.register("somas", somas)
-    con.execute(
-        """
-        CREATE OR REPLACE TABLE endpoints AS
-        SELECT id AS eid, 0::UTINYINT AS side, pre_cell AS cell, pre_chunk AS chunk,
-               pre_x AS x, pre_y AS y, pre_z AS z
-            FROM read_parquet($parts)
-        UNION ALL
-        SELECT id, 1::UTINYINT, post_cell, post_chunk, post_x, post_y, post_z
-            FROM read_parquet($parts)
-        UNION ALL
-        SELECT cell, 2::UTINYINT, cell, chunk, x, y, z FROM somas
-        """,
-        {"parts": raw_parts},
-    )
-    con.unregister("somas")
-    con.execute(_CREATE_PIECES.format(per=world.ENDPOINTS_PER_SUPERVOXEL))
-    con.execute(_ASSIGN)
-    con.execute("DROP TABLE endpoints")
+    try:
+        con.execute(_CREATE_PIECES.format(endpoints=_ENDPOINTS,
+                                          per=world.ENDPOINTS_PER_SUPERVOXEL),
+                    {"parts": raw_parts})
+        con.execute(_ASSIGN.format(endpoints=_ENDPOINTS), {"parts": raw_parts})
+    finally:
+        con.unregister("somas")
 
 
 def _soma_chunks(cells: Cells, index: np.ndarray) -> np.ndarray:
