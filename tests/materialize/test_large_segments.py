@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from opencave.api import create_app
 from opencave.instance import OpenCave
 from opencave.settings import Settings
 from opencave.storage import segments
 from opencave.storage.segments import serving_path, sorted_copy
 from opencave.synth import build, world
-from tests.conftest import TEST_SEED, TEST_SYNAPSES
+from tests.conftest import TEST_SEED, TEST_SYNAPSES, LiveServer
 
 DS = "minnie65_public"
 SYNAPSES = "synapses_pni_2"
@@ -70,3 +71,21 @@ def test_every_version_answers_as_with_all_copies(cave, recorded, version):
     ]
     for body in bodies:
         pd.testing.assert_frame_equal(rows(recorded, version, body), rows(cave, version, body))
+
+
+def test_caveclient_gets_a_neurons_inputs_from_the_record(client, recorded):
+    """Through the real caveclient over HTTP: ``synapse_query(post_ids=…)`` at the latest
+    version, from a server on each datastack."""
+    from caveclient import CAVEclient
+
+    client.materialize.version = VERSIONS[-1]
+    inputs = client.materialize.query_table(SYNAPSES, limit=1)
+    root = int(inputs.post_pt_root_id.iloc[0])
+    expected = client.materialize.synapse_query(post_ids=root)
+    with LiveServer(create_app(recorded)) as live:
+        other = CAVEclient(DS, server_address=live.url)
+        other.materialize.version = VERSIONS[-1]
+        got = other.materialize.synapse_query(post_ids=root)
+    assert len(got) == len(expected) > 0
+    pd.testing.assert_frame_equal(got.sort_values("id", ignore_index=True),
+                                  expected.sort_values("id", ignore_index=True))
