@@ -389,7 +389,7 @@ class Sources:
         (:func:`~opencave.storage.segments.serving_layout`). Then the rows of the record's
         few row groups that hold ``values`` (the values of ``key`` the query keeps, when
         few), else the record itself."""
-        if segment.sort_key in (cluster_key, None) or key != segment.sort_key:
+        if segment.sort_key == cluster_key or key != segment.sort_key:
             return self.stored(segment.path, key, params)
         path = self.data_dir.absolute(segment.path)
         rows = read_record_rows(path, key, values) if values is not None else None
@@ -409,7 +409,7 @@ def _scan_key(relation: Relation, filters: list[Filter]) -> str:
     return next((k for k in relation.serving_keys if k in pinned), relation.serving_keys[0])
 
 
-def pinned_values(filters: Sequence[Filter], key: str) -> tuple[Any, ...] | None:
+def _pinned_values(filters: Sequence[Filter], key: str) -> tuple[Any, ...] | None:
     """The values of ``key`` a query keeps, when an ``IN`` filter of at most
     :data:`LOOKUP_VALUES` values or an equality pins them (filters are a conjunction: the
     rows outside them are none of the result)."""
@@ -476,7 +476,7 @@ def _branches(relation: Relation, filters: list[Filter], sources: Sources, lists
     alive = "WHERE s.created <= ? AND (s.deleted IS NULL OR s.deleted > ?)"
     live = relation.live
     key = _scan_key(relation, filters)
-    values = pinned_values(filters, key)
+    values = _pinned_values(filters, key)
     branches = []
     for index, part in enumerate(snapshot.parts):
         params: list[Any] = []

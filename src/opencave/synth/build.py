@@ -349,8 +349,8 @@ def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: Segment
         path = cave.data.table_dir(table.aligned_volume, table.table_name) / unique_name(
             "bulk", ".parquet")
         if spec in in_memory:
-            order = table.cluster_key
-            rows = write_table_segment(path, in_memory[spec], order, table.serving_keys,
+            order, keys = serving_layout(table.serving_keys, in_memory[spec].num_rows)
+            rows = write_table_segment(path, in_memory[spec], order, keys,
                                        memory_limit=cave.settings.query_memory_limit)
         else:
             if spec is tables.SYNAPSES:
