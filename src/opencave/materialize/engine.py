@@ -17,6 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from ..errors import Busy, InvalidRequest
+from ..storage.files import sql_string
 from .query import CompiledQuery
 
 DEFAULT_BATCH_ROWS = 65_536
@@ -130,8 +131,8 @@ class QueryEngine:
         with self._lock:
             for alias, path in attachments.items():
                 if alias not in self._attached:
-                    quoted = path.replace("'", "''")
-                    self._db.execute(f"ATTACH IF NOT EXISTS '{quoted}' AS {alias} (READ_ONLY)")
+                    self._db.execute(f"ATTACH IF NOT EXISTS '{sql_string(path)}' AS {alias} "
+                                     "(READ_ONLY)")
                     self._attached.add(alias)
 
     @contextmanager

@@ -161,6 +161,12 @@ def disk_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in files if f.is_file())
 
 
+def sql_string(path: str | Path) -> str:
+    """A path as the text of an SQL string literal (DuckDB's ``'...'``; paths are ours, never
+    a request's, but may hold quotes)."""
+    return str(path).replace("'", "''")
+
+
 def unique_name(prefix: str, suffix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}{suffix}"
 

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..schemas import Column, ColumnType, Role, SchemaType
-from .files import atomic_path
+from .files import atomic_path, sql_string
 
 ROW_GROUP_SIZE = 122_880
 _COMPRESSION = "zstd"
@@ -197,7 +197,7 @@ def copy_sorted_segment(con: duckdb.DuckDBPyConnection, path: Path, select: str,
     with atomic_path(path) as tmp:
         if len(runs) == 1:
             con.execute(
-                f"COPY ({select} ORDER BY {_quote(sort_key)}, id) TO '{_sql_string(tmp)}' "
+                f"COPY ({select} ORDER BY {_quote(sort_key)}, id) TO '{sql_string(tmp)}' "
                 f"(FORMAT parquet, COMPRESSION {_COMPRESSION}, "
                 f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}, "
                 # Format 2 lets DuckDB delta-encode integers, as parquet_encoding() does.
@@ -218,7 +218,7 @@ def _copy_record_serving(con: duckdb.DuckDBPyConnection, path: Path, select: str
     first, from the query (its first table sorted a range at a time), then the record
     sorted from that table (native: faster to scan again than the query)."""
     target = _write_copy(serving_path(path), keys, f"({select})", rows, con=con, bind=bind)
-    con.execute(f"ATTACH '{_sql_string(target)}' AS record_source (READ_ONLY)")
+    con.execute(f"ATTACH '{sql_string(target)}' AS record_source (READ_ONLY)")
     try:
         first = f"record_source.{_quote(sorted_copy(keys[0]))}"
         written = con.execute(f"SELECT count(*) FROM {first}").fetchall()[0][0]
@@ -324,7 +324,7 @@ def write_serving_copy(path: Path, keys: Sequence[str], rows: pa.Table | None = 
     first key when not given; its table then keeps the file's order). ``con``: write
     through this connection (and its memory limit) instead of a new one limited to
     ``memory_limit``."""
-    source = f"read_parquet('{_sql_string(path)}')" if rows is None else "rows"
+    source = f"read_parquet('{sql_string(path)}')" if rows is None else "rows"
     count = pq.ParquetFile(path).metadata.num_rows if rows is None else rows.num_rows
     return _write_copy(serving_path(path), keys, source, count, rows=rows, con=con,
                        memory_limit=memory_limit, order=order or keys[0])
@@ -346,7 +346,7 @@ def _write_copy(target: Path, keys: Sequence[str], source: str, count: int, *,
             finally:
                 own.close()
         else:
-            con.execute(f"ATTACH '{_sql_string(tmp)}' AS serving_copy")
+            con.execute(f"ATTACH '{sql_string(tmp)}' AS serving_copy")
             try:
                 copies.create(con, "serving_copy.")
             finally:
@@ -515,7 +515,3 @@ def read_id_set(path: Path) -> np.ndarray:
 def _quote(identifier: str) -> str:
     """Identifiers here come from schema definitions, never from requests."""
     return '"' + identifier.replace('"', '""') + '"'
-
-
-def _sql_string(path: Path) -> str:
-    return str(path).replace("'", "''")

@@ -31,7 +31,7 @@ from ..progress import Steps, steps
 from ..segmentation import SegmentationGraph
 from ..segmentation.locate import SupervoxelLocator
 from ..settings import Settings
-from ..storage.files import DataDir, atomic_path, unique_name
+from ..storage.files import DataDir, atomic_path, sql_string, unique_name
 from ..storage.segments import (
     Segment,
     copy_sorted_segment,
@@ -158,7 +158,7 @@ def _segmentation_steps(cave: OpenCave, con: duckdb.DuckDBPyConnection, work: Pa
         checkpoint.finish("synapses", parts=[Path(p).name for p in parts])
     parts = _raw_parts(work, checkpoint)
     if not checkpoint.finished("supervoxels"):
-        _supervoxels(con, checkpoint, cells, parts, bar)
+        _supervoxels(con, checkpoint, cells, parts, work, bar)
     plan = checkpoint.kept("plan")
     if not checkpoint.finished("segmentation"):
         DataDir.remove([cave.data.segmentation])
@@ -191,11 +191,11 @@ def _graph(cave: OpenCave) -> SegmentationGraph:
 
 
 def _supervoxels(con: duckdb.DuckDBPyConnection, checkpoint: Checkpoint, cells: Cells,
-                 parts: list[str], bar: Steps) -> None:
+                 parts: list[str], work: Path, bar: Steps) -> None:
     """Supervoxels and edges in the work database; the soma supervoxels and the edit plan
     kept in the checkpoint (a later step drops the table they are computed from)."""
     task = bar.task("supervoxels and edges", 1)
-    supervoxels.assign(con, parts, cells)
+    supervoxels.assign(con, parts, cells, work / "endpoints.duckdb")
     soma_sv = supervoxels.soma_supervoxels(con, len(cells))
     checkpoint.keep("soma_sv", soma_sv)
     checkpoint.keep("plan", edit_plan.plan(con, cells, soma_sv,
@@ -273,7 +273,7 @@ def _write_truth(directory: Path, con: duckdb.DuckDBPyConnection,
     directory.mkdir(parents=True, exist_ok=True)
     extra = plan.initial_edges
     con.register("initial_edges", pa.table({"a": extra[:, 0], "b": extra[:, 1]}))
-    target = _sql_path(directory / "edges.parquet")
+    target = sql_string(directory / "edges.parquet")
     try:
         con.execute(
             f"COPY (SELECT a::UBIGINT AS a, b::UBIGINT AS b FROM ({supervoxels.EDGES}) "
@@ -286,10 +286,6 @@ def _write_truth(directory: Path, con: duckdb.DuckDBPyConnection,
         "a": pa.array([e.supervoxels[0] for e in plan.edits], pa.uint64()),
         "b": pa.array([e.supervoxels[1] for e in plan.edits], pa.uint64()),
     }), directory / "edits.parquet")
-
-
-def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")
 
 
 def _sv_roots(con: duckdb.DuckDBPyConnection, graph: SegmentationGraph, out: Path,
@@ -318,9 +314,9 @@ def _synapse_endpoints(con: duckdb.DuckDBPyConnection, sv_roots: Path, out: Path
         con.execute(f"ALTER TABLE endpoint_sv DROP COLUMN IF EXISTS {axis}")
     con.execute("CHECKPOINT")
     con.execute("CREATE OR REPLACE VIEW sv_root AS SELECT * FROM "
-                f"read_parquet('{_sql_path(sv_roots / '*.parquet')}')")
+                f"read_parquet('{sql_string(sv_roots / '*.parquet')}')")
     with atomic_path(out) as tmp:
-        statements = tables.synapse_endpoints(_sql_path(tmp))
+        statements = tables.synapse_endpoints(sql_string(tmp))
         task = bar.task("synapse endpoints", len(statements))
         for statement in statements:
             con.execute(statement)

@@ -12,12 +12,14 @@ splits can cut.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
 from ..segmentation.arrays import ranges
+from ..storage.files import DataDir, sql_string
 from . import world
 from .cells import Cells
 from .geometry import chunk_coordinates
@@ -27,27 +29,30 @@ from .synapses import chunk_ids
 BATCH_ROWS = 1 << 22
 
 #: Every synapse endpoint (side 0: pre, 1: post) and each soma (side 2), with its cell and
-#: chunk: a CTE over the raw parts, read by both statements below rather than stored (it
-#: was the work database's largest table, and its size set the database's high-water mark).
-_ENDPOINTS = """endpoints AS (
-    SELECT id AS eid, 0::UTINYINT AS side, pre_cell AS cell, pre_chunk AS chunk,
-           pre_x AS x, pre_y AS y, pre_z AS z
-        FROM read_parquet($parts)
-    UNION ALL
-    SELECT id, 1::UTINYINT, post_cell, post_chunk, post_x, post_y, post_z
-        FROM read_parquet($parts)
-    UNION ALL
-    SELECT cell, 2::UTINYINT, cell, chunk, x, y, z FROM somas
-)"""
+#: chunk, stored in a scratch database of its own: the work database's largest table, which
+#: only the two statements after it read. Stored, DuckDB knows how many rows it aggregates;
+#: a CTE over the raw parts left it guessing, and its aggregation ran out of 4 GB at
+#: 3.4x10^8 synapses where it spilled from a table. Deleting the scratch file gives the
+#: disk back (a dropped table's blocks stay in its database file).
+_ENDPOINTS = """
+CREATE TABLE scratch.endpoints AS
+SELECT id AS eid, 0::UTINYINT AS side, pre_cell AS cell, pre_chunk AS chunk,
+       pre_x AS x, pre_y AS y, pre_z AS z
+    FROM read_parquet($parts)
+UNION ALL
+SELECT id, 1::UTINYINT, post_cell, post_chunk, post_x, post_y, post_z
+    FROM read_parquet($parts)
+UNION ALL
+SELECT cell, 2::UTINYINT, cell, chunk, x, y, z FROM somas
+"""
 
-#: Each piece's endpoints counted and averaged: an aggregation of its own, which spills on
-#: its own (with the window below in one statement, 3.4x10^8 synapses ran out of 4 GB).
+#: Each piece's endpoints counted and averaged: an aggregation in a statement of its own
+#: (one join or aggregation per statement: each spills on its own).
 _COUNT_PIECES = """
-CREATE OR REPLACE TABLE counted AS
-WITH {endpoints}
+CREATE TABLE scratch.counted AS
 SELECT cell, chunk, count(*) AS n, bool_or(side = 2) AS has_soma,
        avg(x) AS x, avg(y) AS y, avg(z) AS z
-FROM endpoints GROUP BY cell, chunk
+FROM scratch.endpoints GROUP BY cell, chunk
 """
 
 #: Each piece's supervoxels (numbered after those of its chunk's earlier cells) and its
@@ -56,7 +61,7 @@ _CREATE_PIECES = """
 CREATE OR REPLACE TABLE pieces AS
 WITH sized AS (
     SELECT cell, chunk, has_soma, ((n + {per} - 1) // {per})::BIGINT AS n_sv, x, y, z
-    FROM counted
+    FROM scratch.counted
 )
 SELECT cell, chunk, has_soma, n_sv,
        (chunk + 1 + coalesce(sum(n_sv) OVER (
@@ -68,12 +73,11 @@ FROM sized
 
 _ASSIGN = """
 CREATE OR REPLACE TABLE endpoint_sv AS
-WITH {endpoints}
 SELECT e.eid, e.side,
        (p.first_sv + CASE WHEN e.side = 2 THEN 0
                           ELSE (hash(e.eid, e.side) % p.n_sv)::BIGINT END)::BIGINT AS sv,
        e.x, e.y, e.z
-FROM endpoints e JOIN pieces p USING (cell, chunk)
+FROM scratch.endpoints e JOIN pieces p USING (cell, chunk)
 """
 
 #: Edges that chain the supervoxels of a piece and the pieces of a cell (in chunk order).
@@ -94,8 +98,10 @@ UNION ALL SELECT a, b FROM between_pieces WHERE b IS NOT NULL
 ANCHOR_BATCH = 1 << 22
 
 
-def assign(con: duckdb.DuckDBPyConnection, raw_parts: list[str], cells: Cells) -> None:
-    """Create the ``pieces`` and ``endpoint_sv`` tables from the raw parts' endpoints."""
+def assign(con: duckdb.DuckDBPyConnection, raw_parts: list[str], cells: Cells,
+           scratch: Path) -> None:
+    """Create the ``pieces`` and ``endpoint_sv`` tables from the raw parts' endpoints, which
+    are stored meanwhile in a database at ``scratch`` (deleted after)."""
     segmented = cells.segmented
     somas = pa.table({
         "cell": segmented.astype(np.int64),
@@ -103,14 +109,18 @@ def assign(con: duckdb.DuckDBPyConnection, raw_parts: list[str], cells: Cells) -
         "x": cells.position[segmented, 0], "y": cells.position[segmented, 1],
         "z": cells.position[segmented, 2],
     })
+    DataDir.remove([scratch, scratch.with_name(scratch.name + ".wal")])
+    con.execute(f"ATTACH '{sql_string(scratch)}' AS scratch")
     con.register("somas", somas)
     try:
-        con.execute(_COUNT_PIECES.format(endpoints=_ENDPOINTS), {"parts": raw_parts})
+        con.execute(_ENDPOINTS, {"parts": raw_parts})
+        con.execute(_COUNT_PIECES)
         con.execute(_CREATE_PIECES.format(per=world.ENDPOINTS_PER_SUPERVOXEL))
-        con.execute("DROP TABLE counted")
-        con.execute(_ASSIGN.format(endpoints=_ENDPOINTS), {"parts": raw_parts})
+        con.execute(_ASSIGN)
     finally:
         con.unregister("somas")
+        con.execute("DETACH scratch")
+        DataDir.remove([scratch, scratch.with_name(scratch.name + ".wal")])
 
 
 def _soma_chunks(cells: Cells, index: np.ndarray) -> np.ndarray:
