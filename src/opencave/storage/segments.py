@@ -247,6 +247,12 @@ class SortRun:
         return f"{low}{column} <= {bind.value(self.high)}"
 
 
+def run_condition(run: SortRun, key: str) -> tuple[str, list[Any]]:
+    """``run``'s range of ``key`` as an SQL condition with its positional parameters."""
+    bind = _Binder([])
+    return run.where(key, bind), bind() or []
+
+
 def sort_runs(con: duckdb.DuckDBPyConnection, source: str, key: str, rows: int,
               bind: _Binder | None = None) -> list[SortRun]:
     """How to sort ``rows`` rows of ``source`` (a table or a parenthesized query) by ``key``
