@@ -108,7 +108,8 @@ def assign(con: duckdb.DuckDBPyConnection, raw_parts: list[str], cells: Cells,
         "x": cells.position[segmented, 0], "y": cells.position[segmented, 1],
         "z": cells.position[segmented, 2],
     })
-    DataDir.remove([scratch, scratch.with_name(scratch.name + ".wal")])
+    scratch_files = [scratch, scratch.with_name(scratch.name + ".wal")]
+    DataDir.remove(scratch_files)  # left by a run stopped in this step
     con.execute(f"ATTACH '{sql_string(scratch)}' AS scratch")
     con.register("somas", somas)
     try:
@@ -123,7 +124,7 @@ def assign(con: duckdb.DuckDBPyConnection, raw_parts: list[str], cells: Cells,
     finally:
         con.unregister("somas")
         con.execute("DETACH scratch")
-        DataDir.remove([scratch, scratch.with_name(scratch.name + ".wal")])
+        DataDir.remove(scratch_files)
 
 
 def _soma_chunks(cells: Cells, index: np.ndarray) -> np.ndarray:
