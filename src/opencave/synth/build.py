@@ -31,12 +31,14 @@ from ..progress import Steps, steps
 from ..segmentation import SegmentationGraph
 from ..segmentation.locate import SupervoxelLocator
 from ..settings import Settings
-from ..storage.files import DataDir, atomic_path, sql_string, unique_name
+from ..storage.files import DataDir, sql_string, unique_name
 from ..storage.segments import (
     Segment,
     copy_sorted_segment,
     max_id,
+    run_condition,
     serving_layout,
+    sort_runs,
     write_table_segment,
 )
 from ..timestamps import to_micros
@@ -53,7 +55,7 @@ TRUTH_MAX_SYNAPSES = 10_000_000
 #: In the work directory: the DuckDB database of the steps before the tables, and each
 #: synapse's supervoxels and roots (what the tables keep of it).
 _WORK_DATABASE = "work.duckdb"
-_ENDPOINTS = "synapse_endpoints.parquet"
+_ENDPOINTS = "synapse_endpoints"
 
 
 @dataclass
@@ -306,7 +308,11 @@ def _sv_roots(con: duckdb.DuckDBPyConnection, graph: SegmentationGraph, out: Pat
 
 def _synapse_endpoints(con: duckdb.DuckDBPyConnection, sv_roots: Path, out: Path,
                        bar: Steps) -> None:
-    """Each synapse's supervoxel and root at both ends into ``out`` (Parquet)."""
+    """Each synapse's supervoxel and root at both ends into Parquet parts under ``out``.
+
+    A range at a time, so that nothing spills (at 3.4×10^8 synapses the one join and
+    pivot spilled more than the disk had): the endpoints' roots by ranges of supervoxels
+    into ``endpoint_root``, then the pivot to one row per synapse by ranges of ids."""
     # What only the earlier steps read goes first, so that the endpoints' roots reuse its
     # blocks instead of growing the work database (this step is its disk peak).
     con.execute("DROP TABLE IF EXISTS pieces")
@@ -315,12 +321,25 @@ def _synapse_endpoints(con: duckdb.DuckDBPyConnection, sv_roots: Path, out: Path
     con.execute("CHECKPOINT")
     con.execute("CREATE OR REPLACE VIEW sv_root AS SELECT * FROM "
                 f"read_parquet('{sql_string(sv_roots / '*.parquet')}')")
-    with atomic_path(out) as tmp:
-        statements = tables.synapse_endpoints(sql_string(tmp))
-        task = bar.task("synapse endpoints", len(statements))
-        for statement in statements:
-            con.execute(statement)
-            bar.advance(task)
+    DataDir.remove([out])  # left by a run stopped in this step
+    out.mkdir()
+    rows = con.execute("SELECT count(*) FROM endpoint_sv").fetchall()[0][0]
+    by_supervoxel = sort_runs(con, "endpoint_sv", "sv", rows)
+    by_synapse = sort_runs(con, "endpoint_sv", "eid", rows)
+    task = bar.task("synapse endpoints", len(by_supervoxel) + len(by_synapse))
+    for index, run in enumerate(by_supervoxel):
+        where, bounds = run_condition(run, "sv")
+        into = "CREATE OR REPLACE TABLE endpoint_root AS " if index == 0 else (
+            "INSERT INTO endpoint_root ")
+        con.execute(into + tables.ENDPOINT_ROOTS.format(run=where), bounds * 2)
+        bar.advance(task)
+    for index, run in enumerate(by_synapse):
+        where, bounds = run_condition(run, "eid")
+        target = sql_string(out / f"part-{index:06d}.parquet")
+        con.execute(f"COPY ({tables.SYNAPSE_ENDPOINTS.format(run=where)}) TO '{target}' "
+                    "(FORMAT parquet, COMPRESSION zstd)", bounds)
+        bar.advance(task)
+    con.execute("DROP TABLE endpoint_root")
 
 
 def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: SegmentationGraph,
@@ -351,7 +370,7 @@ def _write_tables(cave: OpenCave, con: duckdb.DuckDBPyConnection, graph: Segment
         else:
             if spec is tables.SYNAPSES:
                 select = tables.synapse_select()
-                params = {"parts": parts, "endpoints": str(endpoints)}
+                params = {"parts": parts, "endpoints": str(endpoints / "*.parquet")}
             else:
                 select, params = tables.prediction_select(), {"parts": parts}
             # At most one row a synapse.

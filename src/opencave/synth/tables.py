@@ -241,28 +241,28 @@ def coregistration_rows(cells: Cells, soma_sv: np.ndarray, soma_root: np.ndarray
     })
 
 
-def synapse_endpoints(target: str) -> tuple[str, ...]:
-    """Statements writing each synapse's supervoxel and root at both ends, one row per
-    synapse, to the Parquet file ``target`` (an SQL string literal's text): one join and
-    one aggregation per statement, so that DuckDB can spill each to disk (the four joins
-    the synapse rows need, run in one statement, ran out of memory at 10^8 synapses)."""
-    return (
-        """CREATE OR REPLACE TABLE endpoint_root AS
-        SELECT e.eid, e.side, e.sv, s.root FROM endpoint_sv e JOIN sv_root s ON s.sv = e.sv
-        WHERE e.side < 2""",
-        f"""COPY (SELECT eid,
-               max(sv) FILTER (WHERE side = 0) AS pre_sv,
-               max(root) FILTER (WHERE side = 0) AS pre_root,
-               max(sv) FILTER (WHERE side = 1) AS post_sv,
-               max(root) FILTER (WHERE side = 1) AS post_root
-        FROM endpoint_root GROUP BY eid) TO '{target}' (FORMAT parquet, COMPRESSION zstd)""",
-        "DROP TABLE endpoint_root",
-    )
+#: Each synapse endpoint's root (side 0 pre, 1 post) for one range of supervoxels: ``{run}``
+#: is the range's condition on ``sv``, bound twice (both sides of the join, so that each
+#: reads only its part: ``sv_root``'s Parquet parts are in ascending supervoxels).
+ENDPOINT_ROOTS = """
+    SELECT e.eid, e.side, e.sv, s.root
+    FROM (SELECT eid, side, sv FROM endpoint_sv WHERE side < 2 AND {run}) e
+    JOIN (SELECT sv, root FROM sv_root WHERE {run}) s ON s.sv = e.sv"""
+
+#: One row per synapse with its supervoxel and root at both ends, for one range of synapse
+#: ids (``{run}``: its condition on ``eid``).
+SYNAPSE_ENDPOINTS = """
+    SELECT eid,
+           max(sv) FILTER (WHERE side = 0) AS pre_sv,
+           max(root) FILTER (WHERE side = 0) AS pre_root,
+           max(sv) FILTER (WHERE side = 1) AS post_sv,
+           max(root) FILTER (WHERE side = 1) AS post_root
+    FROM endpoint_root WHERE {run} GROUP BY eid"""
 
 
 def synapse_select() -> str:
     """SELECT of the final synapse rows (root ids when the graph starts), in column order,
-    from the raw parts (``$parts``) and the file :func:`synapse_endpoints` wrote
+    from the raw parts (``$parts``) and the files of :data:`SYNAPSE_ENDPOINTS`
     (``$endpoints``)."""
     names = arrow_schema(get_schema_type(SYNAPSES.schema)).names
     expressions = {
