@@ -48,7 +48,7 @@ def ensure(synapses: int, seed: int, *, log=print) -> tuple[Path, SynthStats]:  
     stats_file = path.with_suffix(".json")
     if _complete(path) and stats_file.exists():
         return path, SynthStats(**json.loads(stats_file.read_text()))
-    seconds = peak = None
+    seconds = peak = anon = None  # built outside the bench: not timed here
     if not _complete(path):
         seconds, peak, anon = build(path, synapses, seed, log=log)
     stats = measure(path, synapses, seed, seconds, peak, anon)
