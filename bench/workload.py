@@ -65,7 +65,9 @@ def pick(cave: OpenCave, cache: Path, seed: int = 0, *, log=print) -> Picks:  # 
     svc = cave.materialization()
     rng = np.random.default_rng([seed, 6])
     con = duckdb.connect(":memory:")
-    con.execute("SET memory_limit = '2GB'")
+    # At 3.4e8 synapses a version has ~8e7 distinct pre roots: its degree tables (~1.6 GB,
+    # kept in memory) and the aggregation making them spilled more than the disk had at 2GB.
+    con.execute("SET memory_limit = '8GB'")
 
     def table(version: int, name: str, body: dict[str, Any] | None = None) -> pa.Table:
         return svc.query_table(DATASTACK, version, name, body or {}).stream.read_all()
