@@ -480,6 +480,18 @@ def _record_index(path: str, key: str, mtime_ns: int) -> _RecordIndex:
     return _RecordIndex(metadata, np.asarray(lows, np.int64), np.asarray(highs, np.int64))
 
 
+def id_bounds(path: Path) -> tuple[int, int] | None:
+    """The smallest and largest row id in a Parquet file, from its footer (cached per file);
+    None when the footer does not say."""
+    index = _record_index(str(path), "id", path.stat().st_mtime_ns)
+    if index.lows is None or index.highs is None or not len(index.lows):
+        return None
+    held = index.lows != _PAST_IDS
+    if not held.any():
+        return None
+    return int(index.lows[held].min()), int(index.highs[held].max())
+
+
 def max_id(path: Path) -> int:
     """The largest row id in a segment, from the Parquet footer's statistics (0 if empty)."""
     meta = pq.ParquetFile(path).metadata
