@@ -513,7 +513,7 @@ def _mask_id_ranges(part: SnapshotPart, filters: list[Filter],
     ``IN`` filters narrow them (a lookup hashes its few rows instead)."""
     total = sum(mask.count for mask in part.masks)
     if total <= MASK_JOIN_IDS or any(
-            f.op in (Op.EQUAL, Op.IN) and set(f.columns) <= {"id", *mask.keys}
+            f.op in (Op.EQUAL, Op.IN) and set(f.columns) <= set(mask.columns)
             for f in filters for mask in part.masks):
         return [None]
     bounds = [id_bounds(sources.data_dir.absolute(mask.path)) for mask in part.masks]

@@ -21,7 +21,7 @@ weighs every row group's statistics (~20 ms for a neuron's inputs at 10^8).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
@@ -251,6 +251,19 @@ def run_condition(run: SortRun, key: str) -> tuple[str, list[Any]]:
     """``run``'s range of ``key`` as an SQL condition with its positional parameters."""
     bind = _Binder([])
     return run.where(key, bind), bind() or []
+
+
+def create_table_by_runs(con: duckdb.DuckDBPyConnection, table: str, select: str, key: str,
+                        runs: Sequence[SortRun], *, conditions: int = 1,
+                        after_each: Callable[[], None] = lambda: None) -> None:
+    """Create ``table`` from ``select`` run by run: the first run creates it, the others
+    insert. ``select`` has ``{run}`` where each run's condition on ``key`` goes, bound
+    ``conditions`` times."""
+    for index, run in enumerate(runs):
+        where, bounds = run_condition(run, key)
+        into = f"CREATE OR REPLACE TABLE {table} AS " if index == 0 else f"INSERT INTO {table} "
+        con.execute(into + select.format(run=where), bounds * conditions)
+        after_each()
 
 
 def sort_runs(con: duckdb.DuckDBPyConnection, source: str, key: str, rows: int,

@@ -35,6 +35,7 @@ from ..storage.files import DataDir, sql_string, unique_name
 from ..storage.segments import (
     Segment,
     copy_sorted_segment,
+    create_table_by_runs,
     max_id,
     run_condition,
     serving_layout,
@@ -327,12 +328,8 @@ def _synapse_endpoints(con: duckdb.DuckDBPyConnection, sv_roots: Path, out: Path
     by_supervoxel = sort_runs(con, "endpoint_sv", "sv", rows)
     by_synapse = sort_runs(con, "endpoint_sv", "eid", rows)
     task = bar.task("synapse endpoints", len(by_supervoxel) + len(by_synapse))
-    for index, run in enumerate(by_supervoxel):
-        where, bounds = run_condition(run, "sv")
-        into = "CREATE OR REPLACE TABLE endpoint_root AS " if index == 0 else (
-            "INSERT INTO endpoint_root ")
-        con.execute(into + tables.ENDPOINT_ROOTS.format(run=where), bounds * 2)
-        bar.advance(task)
+    create_table_by_runs(con, "endpoint_root", tables.ENDPOINT_ROOTS, "sv", by_supervoxel,
+                         conditions=2, after_each=lambda: bar.advance(task))
     for index, run in enumerate(by_synapse):
         where, bounds = run_condition(run, "eid")
         target = sql_string(out / f"part-{index:06d}.parquet")

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from ..segmentation.arrays import ranges
 from ..storage.files import DataDir, sql_string
-from ..storage.segments import run_condition, sort_runs
+from ..storage.segments import create_table_by_runs, sort_runs
 from . import world
 from .cells import Cells
 from .geometry import chunk_coordinates
@@ -115,12 +115,10 @@ def assign(con: duckdb.DuckDBPyConnection, raw_parts: list[str], cells: Cells,
     try:
         con.execute(_ENDPOINTS, {"parts": raw_parts})
         rows = con.execute("SELECT count(*) FROM scratch.endpoints").fetchall()[0][0]
-        for index, run in enumerate(sort_runs(con, "scratch.endpoints", "chunk", rows)):
-            where, bounds = run_condition(run, "chunk")
-            into = ("CREATE OR REPLACE TABLE {} AS " if index == 0 else "INSERT INTO {} ")
-            pieces = _PIECES.format(run=where, per=world.ENDPOINTS_PER_SUPERVOXEL)
-            con.execute(into.format("pieces") + pieces, bounds)
-            con.execute(into.format("endpoint_sv") + _ASSIGN.format(run=where), bounds * 2)
+        runs = sort_runs(con, "scratch.endpoints", "chunk", rows)
+        pieces = _PIECES.format(run="{run}", per=world.ENDPOINTS_PER_SUPERVOXEL)
+        create_table_by_runs(con, "pieces", pieces, "chunk", runs)
+        create_table_by_runs(con, "endpoint_sv", _ASSIGN, "chunk", runs, conditions=2)
     finally:
         con.unregister("somas")
         con.execute("DETACH scratch")
