@@ -1,18 +1,25 @@
 """The query engine admits a bounded number of queries at once: the others wait for a slot,
 and a clear 503 (Busy) comes back only when none frees in time; lookups have slots of their
-own. It parses each count statement once and binds every later query's values to it, and
-streams results in batches."""
+own. It parses each count statement once and binds every later query's values to it,
+streams results in batches, and pushes a list of keys a query joins into the scans."""
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import duckdb
 import pytest
 
 from opencave.errors import Busy
 from opencave.materialize import engine as engine_module
-from opencave.materialize.engine import PARSED_STATEMENTS, QueryEngine, QuerySlots
+from opencave.materialize.engine import (
+    IN_FILTER_ROWS,
+    PARSED_STATEMENTS,
+    QueryEngine,
+    QuerySlots,
+)
 from opencave.materialize.query import CompiledQuery
 
 
@@ -128,3 +135,41 @@ def test_streams_bind_once_through_duckdbs_submit_and_without_it_through_relatio
         assert [b.num_rows for b in batches][:1] == [50_000]
         assert sum(b.num_rows for b in batches) == 70_000
     engine.close()
+
+
+
+def scanned_row_groups(engine: QueryEngine, sql: str, params: list, attachments: dict) -> list:
+    """(row groups read, row groups in the table) for each table scan, from DuckDB's profile."""
+    explain = engine.run(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params, attachments=attachments)
+    found = []
+
+    def walk(node: dict) -> None:
+        if node.get("type") == "TABLE_SCAN":
+            found.append((node["row_groups_scanned"], node["total_row_groups_to_scan"]))
+        for child in node.get("children", []):
+            walk(child)
+
+    for node in json.loads(explain.column(1)[0].as_py())["operator"]:
+        walk(node)
+    return found
+
+
+def test_a_list_of_keys_reads_only_the_row_groups_holding_them(engine, tmp_path):
+    """A list of roots (the tutorials' 1,436 proofread neurons) is bound once and joined; the
+    join pushes the list itself into the scan, so a copy sorted by that key skips every row
+    group holding none of them (at 3.4e8 synapses: Q2 2.2 → 0.55 s)."""
+    path = tmp_path / "sorted.duckdb"
+    with duckdb.connect() as con:
+        con.execute(f"ATTACH '{path}' AS f (ROW_GROUP_SIZE 2048)")
+        con.execute("CREATE TABLE f.t AS SELECT range * 1000 AS k, range % 7 AS x "
+                    "FROM range(100000)")
+    # Sparse keys (as root ids are) in row groups 5 and 40: their min and max alone let 36
+    # row groups through, and DuckDB's Bloom filter cannot skip a row group by its zone map.
+    keys = [1000 * k for k in (*range(5 * 2048, 6 * 2048, 8), *range(40 * 2048, 41 * 2048, 8))]
+    assert 50 < len(keys) <= IN_FILTER_ROWS  # longer than DuckDB's default 50
+    sql = ("WITH l AS (SELECT unnest(?::BIGINT[]) AS v) "
+           "SELECT * FROM f.t WHERE k IN (SELECT v FROM l)")
+    rows = engine.run(sql, [keys], attachments={"f": str(path)})
+    assert sorted(rows["k"].to_pylist()) == keys
+    [(read, total)] = scanned_row_groups(engine, sql, [keys], {"f": str(path)})
+    assert total == 49 and read <= 2
