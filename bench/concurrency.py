@@ -15,6 +15,7 @@ the kernel's OOM killer pick a victim.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
@@ -96,6 +97,7 @@ class LoadResult:
     by_kind: dict[str, list[float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     aborted: str | None = None
+    client_cpu_seconds: float | None = None  # the clients' own CPU time, all together
 
     @property
     def throughput(self) -> float:
@@ -110,11 +112,13 @@ class LoadResult:
                 "p50": self.percentile(50), "p99": self.percentile(99),
                 "errors": self.errors[:20], "n_errors": len(self.errors),
                 "aborted": self.aborted, "completed": len(self.latencies),
+                "client_cpu_seconds": self.client_cpu_seconds,
                 "by_kind_p50": {k: statistics.median(v) for k, v in self.by_kind.items()},
                 "by_kind_max": {k: max(v) for k, v in self.by_kind.items()}}
 
 
-def _client_worker(url: str, home: str, work: Any, results: Any, ready: Any, go: Any) -> None:
+def _client_worker(url: str, home: str, work: Any, results: Any, ready: Any, go: Any,
+                   spent: Any) -> None:
     os.environ["HOME"] = home
     from caveclient import CAVEclient
 
@@ -127,6 +131,7 @@ def _client_worker(url: str, home: str, work: Any, results: Any, ready: Any, go:
         return
     ready.put(True)
     go.wait()
+    cpu_at_start = time.process_time()
     while (item := work.get()) is not None:
         index, call = item
         started = time.perf_counter()
@@ -135,14 +140,16 @@ def _client_worker(url: str, home: str, work: Any, results: Any, ready: Any, go:
             results.put((call.kind, time.perf_counter() - started, None))
         except Exception as exc:
             results.put((call.kind, time.perf_counter() - started, f"{index}: {exc!r}"[:300]))
+    spent.put(time.process_time() - cpu_at_start)
 
 
 def run_http(url: str, home: str, calls: Sequence[Call], clients: int = 16) -> LoadResult:
     ctx = mp.get_context("spawn")
-    work, results, ready = ctx.Queue(), ctx.Queue(), ctx.Queue()
+    work, results, ready, spent = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Queue()
     go = ctx.Event()
-    procs = [ctx.Process(target=_client_worker, args=(url, home, work, results, ready, go),
-                         daemon=True) for _ in range(clients)]
+    procs = [ctx.Process(target=_client_worker,
+                         args=(url, home, work, results, ready, go, spent), daemon=True)
+             for _ in range(clients)]
     for p in procs:
         p.start()
     if not all(ready.get(timeout=300) for _ in procs):
@@ -177,6 +184,9 @@ def run_http(url: str, home: str, calls: Sequence[Call], clients: int = 16) -> L
                 out.errors.append(error)
     out.aborted = guard.tripped
     out.wall_seconds = time.perf_counter() - started
+    if not out.aborted:
+        with contextlib.suppress(queue.Empty):
+            out.client_cpu_seconds = sum(spent.get(timeout=30) for _ in procs)
     for p in procs:
         p.join(timeout=30)
     return out

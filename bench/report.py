@@ -167,6 +167,8 @@ def render(results: dict[str, Any]) -> str:
         lines.append(f"Q5 mix per 20 requests: {q5['mix']}; latencies as each client sees them "
                      f"(psql round trip, FETCH_COUNT cursor, for PostgreSQL); server peak "
                      f"during Q5 {fmt_bytes(q5.get('server_peak_rss'))}")
+        if q5["opencave"].get("client_cpu_seconds") is not None:
+            lines.append(_q5_cpu(q5))
     full = results.get("full_stream")
     if full:
         lines.append(f"whole synapse table over HTTP: {full['rows']:,} rows, "
@@ -211,11 +213,21 @@ def cached_results(cache: Path) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (r["synapses"], r["seed"]))
 
 
+def _q5_cpu(q5: dict[str, Any]) -> str:
+    """Where Q5's CPU went: the clients run on the server's machine, so they share its cores."""
+    o = q5["opencave"]
+    client, server = o["client_cpu_seconds"], q5["server_cpu_seconds"]
+    capacity = o["wall_seconds"] * q5["cores"]
+    return (f"CPU during Q5: clients {client:.0f} s, server {server:.0f} s, of "
+            f"{capacity:.0f} s ({o['wall_seconds']:.0f} s × {q5['cores']} cores): "
+            f"{(client + server) / capacity:.0%} busy")
+
+
 def _case_key(name: str) -> str:
     """Case names carry sizes (|P|, neuron counts); the growth table matches on the kind."""
     if name.startswith("Q2"):
         return "Q2 " + name.rsplit(" ", 1)[-1]
-    return re.sub(r"[\d,]+ ", "", name, count=1) if name.startswith("Q3") else name
+    return re.sub(r" [\d,]+ ", " ", name, count=1) if name.startswith("Q3") else name
 
 
 def growth(cache: Path) -> str:

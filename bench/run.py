@@ -25,7 +25,7 @@ from . import concurrency, datastack, report
 from .layout import CaveTable, database, load_version
 from .measure import Harness
 from .postgres import Postgres, available
-from .server import MemoryWatch, Server
+from .server import MemoryWatch, Server, cpu_seconds
 from .workload import (
     CELL_TYPE,
     LATEST,
@@ -249,10 +249,13 @@ def q5(args: argparse.Namespace, server: Server, home: str, calls: dict[str, lis
             by_kind.setdefault(call.kind, []).append(call)
     mix = concurrency.requests_list(by_kind, args.requests, args.seed)
     log(f"Q5 {args.clients} clients × {len(mix)} requests (opencave over HTTP) …")
+    server_cpu = cpu_seconds(server.pid)
     with MemoryWatch(server.pid) as watch:
         http = concurrency.run_http(server.url, home, mix, args.clients)
     out: dict[str, Any] = {"mix": concurrency.MIX, "opencave": http.to_json(),
-                           "server_peak_rss": watch.peak}
+                           "server_peak_rss": watch.peak,
+                           "server_cpu_seconds": cpu_seconds(server.pid) - server_cpu,
+                           "cores": os.cpu_count()}
     log(f"  {http.throughput:.1f} req/s, p50 {http.percentile(50):.3f} s, p99 "
         f"{http.percentile(99):.3f} s, {len(http.errors)} errors {http.aborted or ''}")
     if pg is not None and sql is not None and {c.version for c in mix} <= set(

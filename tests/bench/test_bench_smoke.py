@@ -17,10 +17,14 @@ def test_bench_runs_on_a_small_datastack(synth_dir: Path, tmp_path: Path, capsys
     main(["--data", str(synth_dir), "--synapses", "30000", "--no-postgres", "--repeat", "1",
           "--requests", "8", "--clients", "2", "--no-full-stream", "--results", str(results)])
     printed = capsys.readouterr().out
-    for case in ("Q1 out", "Q1 in", "Q2 |P|=", "Q3 ", "Q4 23P", "Q5 2 clients"):
+    for case in ("Q1 out", "Q1 in", "Q2 |P|=", "Q3 ", "Q4 23P", "Q5 2 clients",
+                 "CPU during Q5: clients"):
         assert case in printed
     data = json.loads(results.read_text())
     assert data["q5"]["opencave"]["n_errors"] == 0
+    # the clients share the server's cores: what each side used is part of Q5's result
+    assert data["q5"]["opencave"]["client_cpu_seconds"] > 0
+    assert data["q5"]["server_cpu_seconds"] > 0
     for case in data["cases"].values():
         # caveclient's synapse_query drops autapses; nothing else may differ
         assert case["rows"]["engine"] >= case["rows"]["caveclient"]
