@@ -307,3 +307,17 @@ def test_a_lookup_by_the_records_key_reads_the_record(stored):
     assert ("read_parquet" in compiled.sql) == (kind in ("parquet", "record-scanned"))
     expected = visible[visible.post_pt_root_id.isin(ROOTS[[4, 9]])]
     assert sorted(got.id) == sorted(expected.id)
+
+
+@pytest.mark.parametrize("statistics", [True, False])
+def test_the_largest_id_of_a_segment_comes_from_its_footer_or_its_rows(tmp_path, statistics):
+    """New rows take ids above a segment's largest: a file whose footer has no statistics is
+    read rather than taken for empty."""
+    path = tmp_path / "ids.parquet"
+    pq.write_table(pa.table({"id": [7, 90, 12, 55]}), path, row_group_size=2,
+                   write_statistics=statistics)
+    assert segments.max_id(path) == 90
+    assert (segments.id_bounds(path) == (7, 90)) is statistics
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"id": pa.array([], pa.int64())}), empty)
+    assert segments.max_id(empty) == 0

@@ -506,15 +506,11 @@ def id_bounds(path: Path) -> tuple[int, int] | None:
 
 
 def max_id(path: Path) -> int:
-    """The largest row id in a segment, from the Parquet footer's statistics (0 if empty)."""
-    meta = pq.ParquetFile(path).metadata
-    index = meta.schema.to_arrow_schema().get_field_index("id")
-    best = 0
-    for group in range(meta.num_row_groups):
-        stats = meta.row_group(group).column(index).statistics
-        if stats is not None and stats.has_min_max:
-            best = max(best, int(stats.max))
-    return best
+    """The largest row id in a segment (0 if it has none): from its footer, else read."""
+    bounds = id_bounds(path)
+    if bounds is not None:
+        return bounds[1]
+    return int(pc.max(pq.read_table(path, columns=["id"])["id"]).as_py() or 0)
 
 
 def write_id_set(path: Path, ids: np.ndarray) -> int:
