@@ -167,6 +167,12 @@ def render(results: dict[str, Any]) -> str:
         lines.append(f"Q5 mix per 20 requests: {q5['mix']}; latencies as each client sees them "
                      f"(psql round trip, FETCH_COUNT cursor, for PostgreSQL); server peak "
                      f"during Q5 {fmt_bytes(q5.get('server_peak_rss'))}")
+        by_kind = q5["opencave"].get("by_kind_p50", {})
+        if by_kind:
+            slowest = q5["opencave"]["by_kind_max"]
+            lines.append("Q5 by kind, p50 / max: " + ", ".join(
+                f"{kind} {fmt_time(p50)} / {fmt_time(slowest[kind])}"
+                for kind, p50 in sorted(by_kind.items())))
         if q5["opencave"].get("client_cpu_seconds") is not None:
             lines.append(_q5_cpu(q5))
     full = results.get("full_stream")

@@ -18,7 +18,7 @@ def test_bench_runs_on_a_small_datastack(synth_dir: Path, tmp_path: Path, capsys
           "--requests", "8", "--clients", "2", "--no-full-stream", "--results", str(results)])
     printed = capsys.readouterr().out
     for case in ("Q1 out", "Q1 in", "Q2 |P|=", "Q3 ", "Q4 23P", "Q5 2 clients",
-                 "CPU during Q5: clients"):
+                 "Q5 by kind, p50 / max: ", "CPU during Q5: clients"):
         assert case in printed
     data = json.loads(results.read_text())
     assert data["q5"]["opencave"]["n_errors"] == 0
