@@ -137,7 +137,6 @@ def test_streams_bind_once_through_duckdbs_submit_and_without_it_through_relatio
     engine.close()
 
 
-
 def scanned_row_groups(engine: QueryEngine, sql: str, params: list, attachments: dict) -> list:
     """(row groups read, row groups in the table) for each table scan, from DuckDB's profile."""
     explain = engine.run(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params, attachments=attachments)

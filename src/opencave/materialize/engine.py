@@ -35,11 +35,12 @@ LOOKUP_QUERIES = 2
 PARSED_STATEMENTS = 256
 #: A join whose build side has up to this many rows filters the probe side's scan with an
 #: ``IN`` list of its values (DuckDB's ``dynamic_or_filter_threshold``; 50 by default, else
-#: only a min/max range). A root list such as the tutorials' 1,436 proofread neurons then
-#: skips the row groups of the copy sorted by that root that hold none of them, and rows
-#: whose other root is not listed are dropped before their other columns are decoded. At
-#: 3.4e8 synapses Q2 took 2.2 s and 0.55 s in process, Q3 (2,000 roots) 5.1 and 1.0 s.
-#: Longer lists cost more than they save: 9e4 roots took 8.2 s against 5.8 s.
+#: only a min/max range and a Bloom filter, which skip no row group when the values are
+#: spread). A root list such as the tutorials' 1,436 proofread neurons then skips the row
+#: groups of the copy sorted by that root that hold none of them, and rows whose other root
+#: is not listed are dropped in the scan. At 3.4e8 synapses Q2 took 2.2 s and 0.55 s in
+#: process, Q3 (2,000 roots) 5.1 and 1.0 s. Longer lists cost more than they save: 9e4
+#: roots took 8.2 s against 5.8 s.
 IN_FILTER_ROWS = 10_000
 #: Whether this DuckDB has the submit its relation API streams through (see
 #: :meth:`QueryEngine._arrow_stream`).
