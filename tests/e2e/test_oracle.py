@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from opencave.synth import world
@@ -60,11 +60,14 @@ def test_nucleus_root_ids_change_between_versions_where_edits_say_so(oracle, mat
     assert not set(unchanged.pt_root_id_1718) & (touched - set(roots_117))
 
 
-def _values(frame: pd.DataFrame, column: str, data: st.DataObject, k: int) -> list:
+def _values(frame: pd.DataFrame, column: str, data: st.DataObject, k: int,
+            at_least: int = 1) -> list:
     values = frame[column].dropna().unique().tolist()
     if not values:
         return []
-    return data.draw(st.lists(st.sampled_from(values), min_size=1, max_size=k, unique=True))
+    at_least = min(at_least, len(values))
+    return data.draw(st.lists(st.sampled_from(values), min_size=at_least,
+                              max_size=max(k, at_least), unique=True))
 
 
 def _filters(frame: pd.DataFrame, table: str, schema, data: st.DataObject) -> dict:
@@ -90,7 +93,10 @@ def _filters(frame: pd.DataFrame, table: str, schema, data: st.DataObject) -> di
             body.setdefault("filter_spatial_dict", {}).setdefault(table, {})[
                 f"{point}_position"] = box
         elif kind in ("in", "notin"):
-            values = _values(frame, name, data, 6)
+            # Lists past 50 values take another path in DuckDB (the engine's IN_FILTER_ROWS)
+            at_least = data.draw(st.sampled_from([1, 51]))
+            values = _values(frame, name, data, 6, at_least)
+            event(f"an IN list of {'more than' if len(values) > 50 else 'at most'} 50 values")
             if values:
                 key = "filter_in_dict" if kind == "in" else "filter_notin_dict"
                 body.setdefault(key, {}).setdefault(table, {})[name] = values
