@@ -480,16 +480,17 @@ def _branches(relation: Relation, filters: list[Filter], sources: Sources, lists
     values = _pinned_values(filters, key)
     branches = []
     for index, part in enumerate(snapshot.parts):
-        ranges = _mask_id_ranges(part, filters, sources) if masked else [None]
-        for ids in ranges:
+        ranges = _mask_id_ranges(relation.name, part, filters, sources) if masked else [[]]
+        for in_range in ranges:
             params: list[Any] = []
             source = sources.segment(part.segment, relation.serving_keys[0], key, params,
                                      values) + " AS s"
-            if masked:
-                source += _masked(relation, index, part, key, filters, sources, params,
-                                  lists, alias, ids=ids)
-            in_range, bounds = _in_id_range("s", ids)
-            branches.append((f"SELECT {columns} FROM {source} {alive}{in_range}",
+            if masked:  # the masks too, in the range: they hold their rows' ids
+                source += _masked(relation, index, part, key, [*filters, *in_range], sources,
+                                  params, lists, alias)
+            bounds: list[Any] = []
+            where = f" AND {_conditions(in_range, 's', bounds, lists)}" if in_range else ""
+            branches.append((f"SELECT {columns} FROM {source} {alive}{where}",
                              [*params, timestamp, timestamp, *bounds]))
     if live is not None and live.rows is not None and live.rows.num_rows:
         name = f"{alias}_rows"
@@ -505,55 +506,41 @@ def _branches(relation: Relation, filters: list[Filter], sources: Sources, lists
 MASK_JOIN_IDS = 5_000_000
 
 
-def _mask_id_ranges(part: SnapshotPart, filters: list[Filter],
-                    sources: Sources) -> list[tuple[int | None, int | None] | None]:
-    """Ranges of ids (``low < id <= high``, the first and last open) that split the part's
-    masks into at most :data:`MASK_JOIN_IDS` ids each, assuming their ids spread evenly;
-    ``[None]`` (one range: all) when the masks are smaller or the query's equality and
+def _mask_id_ranges(relation: str, part: SnapshotPart, filters: list[Filter],
+                    sources: Sources) -> list[list[Filter]]:
+    """Ranges of ids, as filters (``low < id <= high``, the first and last open), that split
+    the part's masks into at most :data:`MASK_JOIN_IDS` ids each, assuming their ids spread
+    evenly; ``[[]]`` (one range: all) when the masks are smaller or the query's equality and
     ``IN`` filters narrow them (a lookup hashes its few rows instead)."""
     total = sum(mask.count for mask in part.masks)
     if total <= MASK_JOIN_IDS or any(
             f.op in (Op.EQUAL, Op.IN) and set(f.columns) <= set(mask.columns)
             for f in filters for mask in part.masks):
-        return [None]
+        return [[]]
     bounds = [id_bounds(sources.data_dir.absolute(mask.path)) for mask in part.masks]
     if None in bounds:
-        return [None]
+        return [[]]
     low, high = min(b[0] for b in bounds), max(b[1] for b in bounds)
     count = -(-total // MASK_JOIN_IDS)
     edges = sorted({low + (high - low) * i // count for i in range(1, count)})
-    limits: list[int | None] = [None, *edges, None]
-    return [(a, b) for a, b in pairwise(limits)]
-
-
-def _in_id_range(alias: str, ids: tuple[int | None, int | None] | None) -> tuple[str, list[int]]:
-    """`` AND`` the condition that ``alias.id`` lies in ``ids`` (see :func:`_mask_id_ranges`),
-    with its parameters."""
-    if ids is None:
-        return "", []
-    sql, bounds = "", []
-    if ids[0] is not None:
-        sql, bounds = f" AND {alias}.id > ?", [ids[0]]
-    if ids[1] is not None:
-        sql, bounds = sql + f" AND {alias}.id <= ?", [*bounds, ids[1]]
-    return sql, bounds
+    ranges = []
+    for above, up_to in pairwise([None, *edges, None]):
+        in_range = []
+        if above is not None:
+            in_range.append(Filter(relation, ("id",), Op.GREATER, above, ColumnType.INT64))
+        if up_to is not None:
+            in_range.append(Filter(relation, ("id",), Op.LESS_EQUAL, up_to, ColumnType.INT64))
+        ranges.append(in_range)
+    return ranges
 
 
 def _masked(relation: Relation, index: int, part: SnapshotPart, key: str,
             filters: list[Filter], sources: Sources, params: list[Any], lists: ValueLists,
-            alias: str, among: str | None = None,
-            ids: tuple[int | None, int | None] | None = None) -> str:
+            alias: str, among: str | None = None) -> str:
     """The anti-joins hiding what the part's masks, persisted and live, hide (see
-    :func:`anti_join_masks` for ``among``), each mask only in the range ``ids`` when given
-    (the part's rows are then read in that range too)."""
-
-    def condition(mask: Mask) -> str:
-        narrowed = _on_mask(filters, mask.columns, params, lists)
-        in_range, bounds = _in_id_range("r", ids)
-        params.extend(bounds)
-        return narrowed + in_range
-
-    sql = anti_join_masks(part, key, sources, params, condition, among=among)
+    :func:`anti_join_masks` for ``among``)."""
+    sql = anti_join_masks(part, key, sources, params,
+                          lambda mask: _on_mask(filters, mask.columns, params, lists), among=among)
     live = relation.live
     if live is not None and index in live.masks:
         name = f"{alias}_mask_{index}"
