@@ -98,12 +98,17 @@ def test_serving_copies_hold_the_rows_sorted_by_each_key(stored):
     record_key = "post_pt_root_id" if kind.startswith("record") else "pre_pt_root_id"
     assert record.equals(record.sort_values([record_key, "id"], ignore_index=True))
     with duckdb.connect(str(path), read_only=True) as con:
+        assert block_size(con) == segments.SERVING_BLOCK_SIZE
         tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         copied = KEYS[:-1] if kind.startswith("record") else KEYS
         assert tables == {sorted_copy(key) for key in copied}
         for key in copied:
             column = con.sql(f'SELECT "{key}" FROM {sorted_copy(key)}').fetchnumpy()[key]
             assert len(column) == N and (np.diff(column) >= 0).all()
+
+
+def block_size(con: duckdb.DuckDBPyConnection) -> int:
+    return con.sql("SELECT block_size FROM pragma_database_size()").fetchall()[0][0]
 
 
 def test_large_segments_keep_one_native_copy_fewer():
@@ -192,6 +197,7 @@ def test_a_segment_copied_through_a_connection_gets_sorted_copies_under_its_sett
         assert con.sql("SELECT count(*) FROM duckdb_databases() WHERE database_name = "
                        "'serving_copy'").fetchall() == [(0,)]  # detached again
     with duckdb.connect(str(serving_path(tmp_path / "seg.parquet")), read_only=True) as con:
+        assert block_size(con) == segments.SERVING_BLOCK_SIZE
         for key in KEYS:
             copy = con.sql(f'SELECT "{key}", id FROM {sorted_copy(key)}').df()
             assert len(copy) == N
