@@ -27,7 +27,7 @@ from .segmentation.locate import SupervoxelLocator
 from .settings import Settings
 from .storage import LiveStore
 from .storage.files import DataDir, disk_bytes
-from .storage.segments import serving_path
+from .storage.segments import rewrite_serving_copy, serving_path
 from .timestamps import now
 
 
@@ -151,6 +151,23 @@ class OpenCave:
             if not dry_run:
                 DataDir.remove(paths)
         return Garbage(paths, size, removed=not dry_run)
+
+    def rewrite_serving_copies(self, *,
+                               on_file: Callable[[str, bool, int], None] | None = None) -> int:
+        """Write anew, from their Parquet records, the serving copies an older opencave wrote
+        with another layout (:func:`~opencave.storage.segments.rewrite_serving_copy`);
+        returns how many. ``on_file(path, rewritten, files)`` after each keyed file of the
+        versions and tables. Safe beside a running server, which reads the new copies after
+        a restart (it holds the old ones open)."""
+        keys = self.versions.sort_keys() | self.tables.segment_sort_keys()
+        rewritten = 0
+        for path, key in sorted(keys.items()):
+            done = rewrite_serving_copy(self.data.absolute(path), key,
+                                        memory_limit=self.settings.query_memory_limit)
+            rewritten += done
+            if on_file is not None:
+                on_file(path, done, len(keys))
+        return rewritten
 
     def close(self) -> None:
         self.engine.close()

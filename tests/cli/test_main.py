@@ -9,8 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import httpx
 
+from opencave.storage import segments
 from opencave.synth import world
 from tests.conftest import free_port
 
@@ -102,6 +104,27 @@ def test_compact_reports_every_version(synth_dir, tmp_path):
     assert all(before == after for before, after in (
         re.match(r"version \d+: (\d+) parts → (\d+)", line).groups() for line in reported))
     assert "0.0 MB written" in result.stdout
+
+
+def test_rewrite_copies_brings_older_serving_copies_to_the_current_layout(synth_dir, tmp_path,
+                                                                          monkeypatch):
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    bulk = next((data / "tables" / "minnie65_phase3" / "synapses_pni_2").glob("bulk-*.parquet"))
+    with monkeypatch.context() as older:  # the copy as opencave wrote it before 64 KiB blocks
+        older.setattr(segments, "SERVING_BLOCK_SIZE", 262_144)
+        assert segments.rewrite_serving_copy(bulk, "pre_pt_root_id")
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run([*OPENCAVE, "rewrite-copies", "--data", str(data)],
+                              capture_output=True, text=True, check=True)
+
+    first = run()
+    assert first.stdout.splitlines()[-1] == "rewrote 1 serving copies"
+    assert bulk.name in first.stderr
+    with duckdb.connect(str(segments.serving_path(bulk)), read_only=True) as con:
+        assert segments.block_size(con) == segments.SERVING_BLOCK_SIZE
+    assert run().stdout.splitlines()[-1] == "rewrote 0 serving copies"
 
 
 def test_gc_waits_for_servers_to_stop_then_removes_only_what_no_version_uses(synth_dir,

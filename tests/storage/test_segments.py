@@ -23,7 +23,9 @@ from opencave.storage.files import DataDir
 from opencave.storage.segments import (
     Segment,
     arrow_schema,
+    block_size,
     copy_sorted_segment,
+    rewrite_serving_copy,
     serving_keys,
     serving_layout,
     serving_path,
@@ -105,10 +107,6 @@ def test_serving_copies_hold_the_rows_sorted_by_each_key(stored):
         for key in copied:
             column = con.sql(f'SELECT "{key}" FROM {sorted_copy(key)}').fetchnumpy()[key]
             assert len(column) == N and (np.diff(column) >= 0).all()
-
-
-def block_size(con: duckdb.DuckDBPyConnection) -> int:
-    return con.sql("SELECT block_size FROM pragma_database_size()").fetchall()[0][0]
 
 
 def test_large_segments_keep_one_native_copy_fewer():
@@ -202,6 +200,33 @@ def test_a_segment_copied_through_a_connection_gets_sorted_copies_under_its_sett
             copy = con.sql(f'SELECT "{key}", id FROM {sorted_copy(key)}').df()
             assert len(copy) == N
             assert copy.equals(copy.sort_values([key, "id"], ignore_index=True))
+
+
+@pytest.mark.parametrize("rows", [N, segments.RECORD_SERVES_ROWS])
+def test_a_copy_an_older_opencave_wrote_is_rewritten_with_the_current_blocks(
+        tmp_path, monkeypatch, rows):
+    """Copies written with DuckDB's default blocks (before SERVING_BLOCK_SIZE) are written
+    anew from the record, with the same tables — also a large segment's, whose record is
+    sorted by its last key; a copy already current is left alone."""
+    monkeypatch.setattr(segments, "SERVING_MIN_ROWS", 0)
+    order, keys = serving_layout(KEYS, rows)
+    path = tmp_path / "seg.parquet"
+    with monkeypatch.context() as older:
+        older.setattr(segments, "SERVING_BLOCK_SIZE", 262_144)
+        write_table_segment(path, synapses(np.random.default_rng(5)), order, keys)
+
+    def copies() -> dict[str, pd.DataFrame]:
+        with duckdb.connect(str(serving_path(path)), read_only=True) as con:
+            return {key: con.sql(f"SELECT * FROM {sorted_copy(key)}").df() for key in keys}
+
+    before = copies()
+    assert rewrite_serving_copy(path, order)
+    with duckdb.connect(str(serving_path(path)), read_only=True) as con:
+        assert block_size(con) == segments.SERVING_BLOCK_SIZE
+    after = copies()
+    assert after.keys() == before.keys()
+    assert all(after[key].equals(before[key]) for key in keys)
+    assert not rewrite_serving_copy(path, order)
 
 
 @pytest.mark.parametrize("params", ["named", "positional"])

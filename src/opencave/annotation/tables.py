@@ -253,6 +253,12 @@ class AnnotationTables:
         with self.live.connect() as conn:
             return set(conn.execute(sa.select(table_segments.c.path)).scalars())
 
+    def segment_sort_keys(self) -> dict[str, str]:
+        """The key each registered segment is sorted by."""
+        with self.live.connect() as conn:
+            rows = conn.execute(sa.select(table_segments.c.path, table_segments.c.sort_key))
+            return {path: key for path, key in rows}
+
     def _find(self, conn: sa.Connection, aligned_volume: str,
               table_name: str) -> AnnotationTable | None:
         row = conn.execute(

@@ -99,6 +99,29 @@ def compact(data: DataOption, datastack: DatastackOption = "minnie65_public") ->
     typer.echo(f"compacted {datastack}: {written / 1e6:,.1f} MB written")
 
 
+@app.command("rewrite-copies")
+def rewrite_copies(data: DataOption) -> None:
+    """Write anew the serving copies an older opencave wrote with another layout (DuckDB's
+    256 KiB blocks, before 64 KiB), from their Parquet records: the same rows, read faster.
+    Safe beside a running server, which reads the new copies after a restart; needs free
+    disk for the largest copy."""
+    from ..progress import steps
+
+    with _instance(data) as cave, steps() as bar:
+        task = None
+
+        def report(path: str, rewritten: bool, files: int) -> None:
+            nonlocal task
+            if task is None:
+                task = bar.task("rewriting serving copies", files)
+            bar.advance(task)
+            if rewritten:
+                console.print(f"rewrote the copy of {path}")
+
+        count = cave.rewrite_serving_copies(on_file=report)
+    typer.echo(f"rewrote {count:,} serving copies")
+
+
 @app.command()
 def gc(data: DataOption,
        dry_run: Annotated[bool, typer.Option("--dry-run", help="List, remove nothing.")] = False

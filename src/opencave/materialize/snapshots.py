@@ -87,6 +87,13 @@ class TableSnapshot:
         return {p.segment.path for p in self.parts} | {
             m.path for p in self.parts for m in p.masks}
 
+    def sort_keys(self) -> dict[str, str]:
+        """The key each keyed file of the snapshot is sorted by: its segments', and its masks'
+        first key (id-only masks have no serving copy)."""
+        keys = {p.segment.path: p.segment.sort_key for p in self.parts}
+        keys.update({m.path: m.keys[0] for p in self.parts for m in p.masks if m.keys})
+        return keys
+
     def to_json(self) -> dict[str, Any]:
         data = {"table": self.table, "timestamp": self.timestamp, "row_count": self.row_count,
                 "parts": [p.to_json() for p in self.parts]}

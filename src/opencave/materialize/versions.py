@@ -250,9 +250,18 @@ class Versions:
 
     def files(self) -> set[str]:
         """Every file a snapshot of any version (of any status) uses."""
+        return {path for snapshot in self._snapshots() for path in snapshot.files()}
+
+    def sort_keys(self) -> dict[str, str]:
+        """The key each keyed file of any version's snapshots is sorted by."""
+        return {path: key for snapshot in self._snapshots()
+                for path, key in snapshot.sort_keys().items()}
+
+    def _snapshots(self) -> list[TableSnapshot]:
+        """The table snapshots of every version, of any status."""
         with self.live.connect() as conn:
             rows = conn.execute(sa.select(version_tables.c.snapshot)).scalars().all()
-        return {path for row in rows for path in TableSnapshot.from_json(row).files()}
+        return [TableSnapshot.from_json(row) for row in rows]
 
     def table_names(self, version: Version) -> list[str]:
         with self.live.connect() as conn:

@@ -134,7 +134,10 @@ def serving_path(path: Path) -> Path:
 
 def sorted_copy(key: str) -> str:
     """The table in a serving copy that holds the rows sorted by ``key``."""
-    return f"by_{key}"
+    return f"{_COPY_PREFIX}{key}"
+
+
+_COPY_PREFIX = "by_"
 
 
 def write_table_segment(path: Path, table: pa.Table, sort_key: str,
@@ -441,6 +444,30 @@ class _Copies:
             statement = (f"CREATE TABLE {table} AS " if index == 0
                          else f"INSERT INTO {table} ") + rows_of_run
             con.execute(statement, bind())
+
+
+def rewrite_serving_copy(path: Path, order: str, *,
+                         memory_limit: str | None = WRITE_MEMORY) -> bool:
+    """Write the serving copy of the Parquet file at ``path`` (sorted by ``order``) anew
+    from that record when an older opencave wrote it with other blocks than
+    :data:`SERVING_BLOCK_SIZE`: the same tables, replaced atomically. Returns whether it
+    did."""
+    serving = serving_path(path)
+    if not serving.exists():
+        return False
+    with duckdb.connect(str(serving), read_only=True) as con:
+        if block_size(con) == SERVING_BLOCK_SIZE:
+            return False
+        tables = con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+    keys = [name.removeprefix(_COPY_PREFIX) for (name,) in tables]
+    keys.sort(key=lambda key: key != order)  # the record's own order needs no sort
+    write_serving_copy(path, keys, memory_limit=memory_limit, order=order)
+    return True
+
+
+def block_size(con: duckdb.DuckDBPyConnection) -> int:
+    """The block size of the database ``con`` opened."""
+    return con.execute("SELECT block_size FROM pragma_database_size()").fetchall()[0][0]
 
 
 def limit_memory(con: duckdb.DuckDBPyConnection, memory_limit: str | None) -> None:
