@@ -41,6 +41,8 @@ from .files import atomic_path, sql_string
 ROW_GROUP_SIZE = 122_880
 _COMPRESSION = "zstd"
 SERVING_SUFFIX = ".duckdb"
+#: A serving copy's table sorted by ``key`` is ``by_<key>`` (:func:`sorted_copy`).
+_COPY_PREFIX = "by_"
 #: Files smaller than this get no serving copy: reading them from Parquet costs little, and a
 #: DuckDB file has a fixed size of ~1 MiB that would dominate small deltas and masks.
 SERVING_MIN_ROWS = 20_000
@@ -135,9 +137,6 @@ def serving_path(path: Path) -> Path:
 def sorted_copy(key: str) -> str:
     """The table in a serving copy that holds the rows sorted by ``key``."""
     return f"{_COPY_PREFIX}{key}"
-
-
-_COPY_PREFIX = "by_"
 
 
 def write_table_segment(path: Path, table: pa.Table, sort_key: str,
