@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from opencave.instance import OpenCave
+from opencave.settings import Settings
 from opencave.storage.segments import file_bytes
 
 from .layout import DATASTACK
@@ -122,6 +123,12 @@ def stack_of(pid: int) -> str:
     frames = [line.strip() for line in dump.splitlines()
               if "opencave/" in line and "cli/" not in line]
     return " ← ".join(frames[:4]) or "(no opencave frame)"
+
+
+def engine_instance(path: Path) -> OpenCave:
+    """The datastack's instance for measuring the engine: every query runs (the result
+    cache, which answers repeats from files, is off)."""
+    return OpenCave(Settings(path, result_cache_bytes=0))
 
 
 def measure(path: Path, synapses: int, seed: int, seconds: float | None,

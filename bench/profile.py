@@ -29,7 +29,7 @@ from opencave.instance import OpenCave
 from . import datastack
 from .measure import capture
 from .run import cases
-from .server import Server
+from .server import NO_RESULT_CACHE, Server
 from .workload import Picks
 
 
@@ -172,10 +172,11 @@ def main(argv: list[str] | None = None) -> None:
 
     data = datastack.directory(args.synapses, args.seed)
     picks = Picks.load(data.with_suffix(".picks.json"))
-    cave = OpenCave(data)
+    cave = datastack.engine_instance(data)
     svc = cave.materialization()
     wanted = set(args.cases.split(","))
-    server = Server(data, datastack.CACHE / f"profile-server-{args.synapses}.log")
+    server = Server(data, datastack.CACHE / f"profile-server-{args.synapses}.log",
+                    env=NO_RESULT_CACHE)
     try:
         server.wait_ready()
         client = CAVEclient("minnie65_public", server_address=server.url)

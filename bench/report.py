@@ -78,14 +78,23 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             detail += f"; whole table streamed: {fmt_bytes(full)}"
         out.append(("Q3 server memory < 2 GiB", detail,
                     worst is not None and worst < 2 * GIB))
-    q5 = results.get("q5", {}).get("opencave")
-    if q5:
-        ok = (q5["n_errors"] == 0 and not q5.get("aborted") and q5["p99"] is not None
-              and q5["p99"] <= 2.0)
-        detail = f"{q5['n_errors']} errors, p99 {fmt_time(q5['p99'])}"
-        if q5.get("aborted"):
-            detail += f"; {q5['aborted']}"
-        out.append(("Q5 no errors, p99 ≤ 2 s", detail, ok))
+    q5 = results.get("q5", {})
+    runs = [(label, q5[key]["opencave"] if key else q5.get("opencave"))
+            for label, key in (("result cache", "cached"), ("every query run", None))
+            if (q5.get(key) if key else q5.get("opencave"))]
+    if runs:
+        def passes(load: dict[str, Any]) -> bool:
+            return (load["n_errors"] == 0 and not load.get("aborted")
+                    and load["p99"] is not None and load["p99"] <= 2.0)
+
+        details = []
+        for label, load in runs:
+            detail = f"{load['n_errors']} errors, p99 {fmt_time(load['p99'])}"
+            if load.get("aborted"):
+                detail += f"; {load['aborted']}"
+            details.append(detail + (f" ({label})" if len(runs) > 1 else ""))
+        # The server as deployed (result cache on) decides; the other run is shown beside.
+        out.append(("Q5 no errors, p99 ≤ 2 s", "; ".join(details), passes(runs[0][1])))
     return out
 
 
@@ -153,6 +162,16 @@ def render(results: dict[str, Any]) -> str:
                      fmt_ratio(b["throughput"], o["throughput"]) if b else "—", "", "", ""])
         rows.append(["Q5 errors", "", "", "", "", _errors(o), _errors(b) if b else "—",
                      "", "", "", ""])
+        cached = q5.get("cached", {}).get("opencave")
+        if cached:
+            rows.append(["Q5 result cache, p50", "", "", "", "", fmt_time(cached["p50"]),
+                         "", "", "", "", ""])
+            rows.append(["Q5 result cache, p99", "", "", "", "", fmt_time(cached["p99"]),
+                         "", "", "", "", ""])
+            rows.append(["Q5 result cache, req/s", "", "", "", "",
+                         f"{cached['throughput']:.2f}", "", "", "", "", ""])
+            rows.append(["Q5 result cache, errors", "", "", "", "", _errors(cached), "", "",
+                         "", "", ""])
     lines += _table(rows)
     lines.append("")
     lines.append("rows: as the engine returns them, (n) after caveclient's synapse_query drops "
@@ -167,14 +186,18 @@ def render(results: dict[str, Any]) -> str:
         lines.append(f"Q5 mix per 20 requests: {q5['mix']}; latencies as each client sees them "
                      f"(psql round trip, FETCH_COUNT cursor, for PostgreSQL); server peak "
                      f"during Q5 {fmt_bytes(q5.get('server_peak_rss'))}")
-        by_kind = q5["opencave"].get("by_kind_p50", {})
-        if by_kind:
-            slowest = q5["opencave"]["by_kind_max"]
-            lines.append("Q5 by kind, p50 / max: " + ", ".join(
-                f"{kind} {fmt_time(p50)} / {fmt_time(slowest[kind])}"
-                for kind, p50 in sorted(by_kind.items())))
+        if q5["opencave"].get("by_kind_p50"):
+            lines.append("Q5 by kind, p50 / max: " + _by_kind(q5["opencave"]))
         if q5["opencave"].get("client_cpu_seconds") is not None:
-            lines.append(_q5_cpu(q5))
+            lines.append(_q5_cpu(q5, q5["cores"]))
+        if q5.get("cached"):
+            lines.append("Q5 result cache: the same requests against a server with its result "
+                         "cache on (the default; empty at the start), which answers the mix's "
+                         "repeated Q2 and Q3 from files; server peak "
+                         f"{fmt_bytes(q5['cached']['server_peak_rss'])}")
+            lines.append(_q5_cpu(q5["cached"], q5["cores"]))
+            lines.append("Q5 result cache by kind, p50 / max: "
+                         + _by_kind(q5["cached"]["opencave"]))
     full = results.get("full_stream")
     if full:
         lines.append(f"whole synapse table over HTTP: {full['rows']:,} rows, "
@@ -219,13 +242,19 @@ def cached_results(cache: Path) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (r["synapses"], r["seed"]))
 
 
-def _q5_cpu(q5: dict[str, Any]) -> str:
+def _by_kind(load: dict[str, Any]) -> str:
+    slowest = load["by_kind_max"]
+    return ", ".join(f"{kind} {fmt_time(p50)} / {fmt_time(slowest[kind])}"
+                     for kind, p50 in sorted(load["by_kind_p50"].items()))
+
+
+def _q5_cpu(run: dict[str, Any], cores: int) -> str:
     """Where Q5's CPU went: the clients run on the server's machine, so they share its cores."""
-    o = q5["opencave"]
-    client, server = o["client_cpu_seconds"], q5["server_cpu_seconds"]
-    capacity = o["wall_seconds"] * q5["cores"]
+    o = run["opencave"]
+    client, server = o["client_cpu_seconds"], run["server_cpu_seconds"]
+    capacity = o["wall_seconds"] * cores
     return (f"CPU during Q5: clients {client:.0f} s, server {server:.0f} s, of "
-            f"{capacity:.0f} s ({o['wall_seconds']:.0f} s × {q5['cores']} cores): "
+            f"{capacity:.0f} s ({o['wall_seconds']:.0f} s × {cores} cores): "
             f"{(client + server) / capacity:.0%} busy")
 
 

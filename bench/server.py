@@ -100,10 +100,15 @@ class MemoryWatch:
         self.peak = max(self.peak, _status(self.pid).get("VmHWM", 0))
 
 
+#: The environment of a server that runs every query (its result cache off).
+NO_RESULT_CACHE = {"OPENCAVE_RESULT_CACHE": "0"}
+
+
 class Server:
     """``python -m opencave.cli serve`` (the same entry point as ``opencave serve``)."""
 
     def __init__(self, data: Path, log: Path, env: dict[str, str] | None = None) -> None:
+        self.data = data
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = open(log, "w")  # noqa: SIM115 - closed in stop()

@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a remark kept with the results")
     args = parser.parse_args()
     data = _datastack(args.synapses)
-    cave = OpenCave(data)
+    cave = datastack.engine_instance(data)
     try:
         rows = _run(cave, args.edited)
     finally:

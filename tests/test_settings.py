@@ -6,7 +6,12 @@ import pytest
 
 from opencave.instance import OpenCave
 from opencave.materialize.compaction import SMALL_TABLE_ROWS
-from opencave.settings import DEFAULT_QUERY_MEMORY, InvalidSetting, Settings
+from opencave.settings import (
+    DEFAULT_QUERY_MEMORY,
+    DEFAULT_RESULT_CACHE,
+    InvalidSetting,
+    Settings,
+)
 
 
 def _memory_limit(cave: OpenCave) -> str:
@@ -49,4 +54,24 @@ def test_zero_compacts_no_table_whole(tmp_path, monkeypatch):
 def test_an_unknown_compression_lists_the_accepted_ones(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENCAVE_ARROW_COMPRESSION", "gzip")
     with pytest.raises(InvalidSetting, match=r"one of auto, lz4, zstd, none; got 'gzip'"):
+        Settings(tmp_path)
+
+
+def test_the_result_cache_takes_a_size_with_units_and_zero_turns_it_off(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENCAVE_RESULT_CACHE", raising=False)
+    assert Settings(tmp_path).result_cache_bytes == DEFAULT_RESULT_CACHE
+    for text, size in [("10GiB", 10 * 2**30), ("500 MB", 500 * 10**6), ("1.5gb", 1.5e9),
+                       ("4096", 4096)]:
+        monkeypatch.setenv("OPENCAVE_RESULT_CACHE", text)
+        assert Settings(tmp_path).result_cache_bytes == size
+    monkeypatch.setenv("OPENCAVE_RESULT_CACHE", "0")
+    with OpenCave(tmp_path / "c") as cave:
+        assert cave.results is None
+
+
+@pytest.mark.parametrize("text", ["lots", "-1GB", "2XB", "GB"])
+def test_a_result_cache_size_that_is_not_one_says_what_is_accepted(tmp_path, monkeypatch, text):
+    monkeypatch.setenv("OPENCAVE_RESULT_CACHE", text)
+    with pytest.raises(InvalidSetting, match=r"OPENCAVE_RESULT_CACHE must be a size such as "
+                       r"2GiB, 500MB or 0 \(units: B, KB, .*GiB, TiB\); got "):
         Settings(tmp_path)

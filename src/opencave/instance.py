@@ -18,6 +18,7 @@ from .materialize.changes import ChangeFinder
 from .materialize.compaction import Compactor
 from .materialize.engine import QueryEngine
 from .materialize.materializer import MaterializationReport, Materializer
+from .materialize.results import ResultCache
 from .materialize.service import MaterializationService
 from .materialize.versions import Version, Versions
 from .materialize.view import SegmentationView
@@ -63,6 +64,8 @@ class OpenCave:
                                   spill_dir=self.data.spill,
                                   max_queries=settings.max_queries,
                                   lookup_queries=settings.lookup_queries)
+        self.results = (ResultCache(self.data.results, settings.result_cache_bytes)
+                        if settings.result_cache_bytes else None)
         self.changes = ChangeFinder(self.data, self.tables, self.rows, self.engine)
         self.views = Views(self.live)
         self._graphs: dict[str, SegmentationGraph] = {}
@@ -84,7 +87,8 @@ class OpenCave:
     def materialization(self) -> MaterializationService:
         return MaterializationService(self.data, self.access, self.tables, self.versions,
                                       self.engine, self.changes, self.segmentation_view,
-                                      self.views, row_cap=self.settings.row_cap)
+                                      self.views, row_cap=self.settings.row_cap,
+                                      results=self.results)
 
     def annotations(self) -> AnnotationService:
         return AnnotationService(self.data, self.info, self.tables, self.rows, self.access,

@@ -11,6 +11,10 @@ from .errors import InvalidRequest
 from .materialize.compaction import SMALL_TABLE_ROWS
 
 DEFAULT_QUERY_MEMORY = "1GB"
+#: Disk for finished results kept for repeats (:mod:`opencave.materialize.results`).
+DEFAULT_RESULT_CACHE = 2 * 2**30
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 #: Whole-number settings: field -> (its environment variable, the smallest value accepted).
 _WHOLE_NUMBERS = {
@@ -78,6 +82,10 @@ class Settings:
     version_lifetime_days: int | None = field(
         default_factory=lambda: _env_int("OPENCAVE_VERSION_LIFETIME_DAYS"))
 
+    #: Bytes of disk for query results kept for repeats (``<data>/results``); 0: none.
+    result_cache_bytes: int = field(default_factory=lambda: _env_size(
+        "OPENCAVE_RESULT_CACHE", DEFAULT_RESULT_CACHE))
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         for name, (variable, minimum) in _WHOLE_NUMBERS.items():
@@ -85,10 +93,33 @@ class Settings:
             if value is not None and value < minimum:
                 raise InvalidSetting(f"{name} ({variable}) must be at least {minimum}, "
                                      f"got {value}")
+        if self.result_cache_bytes < 0:
+            raise InvalidSetting("result_cache_bytes (OPENCAVE_RESULT_CACHE) must not be "
+                                 f"negative, got {self.result_cache_bytes}")
         if self.arrow_compression not in ARROW_COMPRESSIONS:
             raise InvalidSetting(
                 f"arrow_compression (OPENCAVE_ARROW_COMPRESSION) must be one of "
                 f"{', '.join(ARROW_COMPRESSIONS)}; got {self.arrow_compression!r}")
+
+
+def parse_size(text: str, name: str) -> int:
+    """A size in bytes from ``"2GiB"``, ``"500MB"``, ``"0"`` (units: B, KB, MB, GB, TB and
+    KiB … TiB, any case)."""
+    number = text.strip().upper().rstrip("BIKMGT ")
+    unit = text.strip().upper()[len(number):].strip()
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if unit not in _SIZE_UNITS or value < 0:
+        raise InvalidSetting(f"{name} must be a size such as 2GiB, 500MB or 0 (units: B, "
+                             f"KB, MB, GB, TB, KiB, MiB, GiB, TiB); got {text!r}")
+    return int(value * _SIZE_UNITS[unit])
+
+
+def _env_size(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return parse_size(value, name) if value else default
 
 
 def _default(value: int | None, default: int) -> int:

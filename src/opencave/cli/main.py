@@ -14,7 +14,7 @@ from rich.console import Console
 
 from ..errors import OpenCaveError
 from ..materialize.schedule import parse_daily_time
-from ..settings import Settings
+from ..settings import Settings, parse_size
 from ..storage.files import DataDir
 
 if TYPE_CHECKING:
@@ -47,10 +47,15 @@ def serve(data: DataOption, host: HostOption = "127.0.0.1", port: PortOption = 8
               help="Make a version of every datastack daily at this UTC time, e.g. 08:10."
           )] = None,
           version_lifetime_days: Annotated[int | None, typer.Option(
-              help="Days new versions stay listed (default: forever).")] = None) -> None:
+              help="Days new versions stay listed (default: forever).")] = None,
+          result_cache: Annotated[str | None, typer.Option(
+              help="Disk for results kept for repeated queries, e.g. 10GiB; 0 for none "
+                   "(default 2GiB).")] = None) -> None:
     """Serve a data directory over the CAVE-compatible HTTP API."""
     overrides = {"row_cap": row_cap, "materialize_at": materialize_at,
-                 "version_lifetime_days": version_lifetime_days}
+                 "version_lifetime_days": version_lifetime_days,
+                 "result_cache_bytes": None if result_cache is None
+                 else parse_size(result_cache, "--result-cache")}
     settings = replace(Settings(data_dir=data),
                        **{k: v for k, v in overrides.items() if v is not None})
     if settings.materialize_at:

@@ -63,6 +63,33 @@ class ResultStream:
         """A stream over rows already in memory (a count, a page read whole, a diff)."""
         return cls(rows.schema, rows.to_reader(), None)
 
+    @classmethod
+    def of_batches(cls, schema: pa.Schema, batches: Iterator[pa.RecordBatch],
+                   release: Callable[[], None] = lambda: None) -> ResultStream:
+        """A stream over batches a generator yields; ``release`` runs when it is closed."""
+        return cls(schema, pa.RecordBatchReader.from_batches(schema, batches), None, release)
+
+    def observed(self, each: Callable[[pa.RecordBatch], None],
+                 done: Callable[[bool], None]) -> ResultStream:
+        """This stream, each batch shown to ``each`` as it passes; then ``done(True)`` once
+        the last has passed, or ``done(False)`` when the stream is closed before that."""
+        finished = False
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            nonlocal finished
+            for batch in self._reader:
+                each(batch)
+                yield batch
+            finished = True
+            done(True)
+
+        def release() -> None:
+            self.close()
+            if not finished:
+                done(False)
+
+        return ResultStream.of_batches(self.schema, batches(), release)
+
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         try:
             yield from self._reader

@@ -84,6 +84,9 @@ class CompiledQuery:
     attachments: dict[str, str] = field(default_factory=dict)
     #: Its cost is bounded whatever the datastack's size (see :func:`is_lookup`).
     lookup: bool = False
+    #: Its rows are decided by its text, values and files alone: it reads only immutable
+    #: files (no live changes) and samples nothing at random.
+    reproducible: bool = False
 
 
 def parse_query(
@@ -261,6 +264,8 @@ def compile_query(query: Query, data_dir: DataDir) -> CompiledQuery:
         tables=sources.tables,
         attachments=sources.attachments,
         lookup=is_lookup(query),
+        reproducible=not (query.random_sample or sources.tables
+                          or any(r.live is not None for r in query.relations)),
     )
 
 

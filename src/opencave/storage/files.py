@@ -6,6 +6,7 @@ Layout (everything under one root, so a data directory can be copied or synced a
     tables/<aligned_volume>/<table>/    immutable row segments of each annotation table
     versions/<datastack>/<version>/     the masks each version added (ids it hides)
     segmentation/<table_id>/            the segmentation graph's base arrays
+    results/                            finished query results kept for repeats (a cache)
     .opencave.lock                      held shared by every process using the directory
 
 Files are published atomically: written under a temporary name, flushed to disk, then
@@ -61,6 +62,12 @@ class DataDir:
     @property
     def segmentation(self) -> Path:
         return self.root / "segmentation"
+
+    @property
+    def results(self) -> Path:
+        """Finished query results kept for queries asked again (see
+        :mod:`opencave.materialize.results`)."""
+        return self.root / "results"
 
     def table_dir(self, aligned_volume: str, table: str) -> Path:
         return self.tables / aligned_volume / table
@@ -171,12 +178,18 @@ def unique_name(prefix: str, suffix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}{suffix}"
 
 
+def temporary_path(final: Path) -> Path:
+    """A unique name beside ``final`` for writing it; garbage collection removes such files
+    when their writer was killed."""
+    return final.with_name(f"{final.name}{_TMP_MARK}{uuid.uuid4().hex[:8]}")
+
+
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; on success it is synced and renamed to
     ``final``; on failure it is removed."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.name}{_TMP_MARK}{uuid.uuid4().hex[:8]}")
+    tmp = temporary_path(final)
     try:
         yield tmp
         _fsync(tmp)
