@@ -294,6 +294,7 @@ class MaterializationService:
         headers = {
             "dataframe_resolution": ", ".join(str(float(r)) for r in query.resolution),
             "column_names": json.dumps(_column_names(compiled)),
+            RESULT_CACHE_HEADER: "off",  # counts and small pages are read, not kept
         }
         if count:
             counted = pa.table({"count": [self.engine.count(compiled)]})
@@ -315,11 +316,11 @@ class MaterializationService:
 
     def _stream(self, compiled: CompiledQuery, headers: dict[str, str]) -> ResultStream:
         """The query's rows: read from the result cache when it holds them, else run (and
-        kept as they stream when they may be). ``headers`` get ``X-Result-Cache``: hit,
-        miss or off (not kept: a live query, a random sample, a lookup, or no cache)."""
+        kept as they stream when they may be). ``headers`` get ``X-Result-Cache``: hit or
+        miss; it stays off when the result is not kept (a live query, a random sample, a
+        lookup, or no cache)."""
         key = self.results.key(compiled) if self.results is not None else None
         if self.results is None or key is None:
-            headers[RESULT_CACHE_HEADER] = "off"
             return self.engine.stream(compiled)
         stream, headers[RESULT_CACHE_HEADER] = self.results.answer(
             key, lambda: self.engine.stream(compiled))
