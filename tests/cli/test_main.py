@@ -47,6 +47,13 @@ def test_serve_answers_health_and_the_datastack(synth_dir: Path):
         process.wait(timeout=20)
 
 
+def test_serve_refuses_a_result_cache_that_is_not_a_size(synth_dir: Path):
+    result = subprocess.run([*OPENCAVE, "serve", "--data", str(synth_dir), "--result-cache",
+                             "lots"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--result-cache must be a size such as 2GiB, 500MB or 0" in result.stdout + result.stderr
+
+
 def test_demo_builds_serves_and_prints_how_to_connect(tmp_path: Path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
