@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -117,12 +118,46 @@ class LoadResult:
                 "by_kind_max": {k: max(v) for k, v in self.by_kind.items()}}
 
 
+@dataclass(frozen=True)
+class Replay:
+    """A data request caveclient made, sent again by a client that reads the response's
+    bytes without decoding them: the server's side of a call, as if the client's own work
+    ran on another machine."""
+
+    kind: str
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+
+    @classmethod
+    def of(cls, kind: str, request: Any, server_url: str) -> Replay:
+        """``request`` (a prepared request sent to any server) aimed at ``server_url``."""
+        parts = urlsplit(request.url)
+        url = server_url + urlunsplit(("", "", parts.path, parts.query, ""))
+        body = request.body.encode() if isinstance(request.body, str) else request.body
+        return cls(kind, request.method, url, dict(request.headers), body)
+
+
+def _perform(client: Any, session: Any, item: Call | Replay) -> None:
+    if isinstance(item, Call):
+        run_client(client, item)
+        return
+    with session.request(item.method, item.url, headers=item.headers, data=item.body,
+                         stream=True) as response:
+        response.raise_for_status()
+        for _ in response.iter_content(1 << 20):
+            pass
+
+
 def _client_worker(url: str, home: str, work: Any, results: Any, ready: Any, go: Any,
                    spent: Any) -> None:
     os.environ["HOME"] = home
+    import requests
     from caveclient import CAVEclient
 
     try:
+        session = requests.Session()
         client = CAVEclient("minnie65_public", server_address=url)
         client.materialize.get_versions()
     except Exception:  # the parent sees a missing ready signal as a failure
@@ -136,14 +171,15 @@ def _client_worker(url: str, home: str, work: Any, results: Any, ready: Any, go:
         index, call = item
         started = time.perf_counter()
         try:
-            run_client(client, call)
+            _perform(client, session, call)
             results.put((call.kind, time.perf_counter() - started, None))
         except Exception as exc:
             results.put((call.kind, time.perf_counter() - started, f"{index}: {exc!r}"[:300]))
     spent.put(time.process_time() - cpu_at_start)
 
 
-def run_http(url: str, home: str, calls: Sequence[Call], clients: int = 16) -> LoadResult:
+def run_http(url: str, home: str, calls: Sequence[Call | Replay],
+             clients: int = 16) -> LoadResult:
     ctx = mp.get_context("spawn")
     work, results, ready, spent = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Queue()
     go = ctx.Event()
