@@ -163,7 +163,7 @@ def render(results: dict[str, Any]) -> str:
                      fmt_ratio(b["throughput"], o["throughput"]) if b else "—", "", "", ""])
         rows.append(["Q5 errors", "", "", "", "", _errors(o), _errors(b) if b else "—",
                      "", "", "", ""])
-        for key, label in Q5_RUNS:
+        for key, label, _ in Q5_RUNS:
             load = q5.get(key, {}).get("opencave")
             if load:
                 for figure, value in (("p50", fmt_time(load["p50"])),
@@ -190,23 +190,13 @@ def render(results: dict[str, Any]) -> str:
             lines.append("Q5 by kind, p50 / max: " + _by_kind(q5["opencave"]))
         if q5["opencave"].get("client_cpu_seconds") is not None:
             lines.append(_q5_cpu(q5, q5["cores"]))
-        if q5.get("cached"):
-            lines.append("Q5 result cache: the same requests against a server with its result "
-                         "cache on (the default; empty at the start), which answers the mix's "
-                         "repeated Q2 and Q3 from files; server peak "
-                         f"{fmt_bytes(q5['cached']['server_peak_rss'])}")
-            lines.append(_q5_cpu(q5["cached"], q5["cores"]))
-            lines.append("Q5 result cache by kind, p50 / max: "
-                         + _by_kind(q5["cached"]["opencave"]))
-        if q5.get("replayed"):
-            lines.append("Q5 replayed: the server's side — caveclient's requests sent again "
-                         "by clients that read the bytes without decoding them (their pandas "
-                         "work runs on the users' machines in life), result cache on and empty "
-                         "at the start; server peak "
-                         f"{fmt_bytes(q5['replayed']['server_peak_rss'])}")
-            lines.append(_q5_cpu(q5["replayed"], q5["cores"]))
-            lines.append("Q5 replayed by kind, p50 / max: "
-                         + _by_kind(q5["replayed"]["opencave"]))
+        for key, label, description in Q5_RUNS:
+            run = q5.get(key)
+            if run:
+                lines.append(f"Q5 {label}: {description}; server peak "
+                             f"{fmt_bytes(run['server_peak_rss'])}")
+                lines.append(_q5_cpu(run, q5["cores"]))
+                lines.append(f"Q5 {label} by kind, p50 / max: " + _by_kind(run["opencave"]))
     full = results.get("full_stream")
     if full:
         lines.append(f"whole synapse table over HTTP: {full['rows']:,} rows, "
@@ -251,8 +241,15 @@ def cached_results(cache: Path) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (r["synapses"], r["seed"]))
 
 
-#: The Q5 runs beside the first (every query run): their key in the results and their label.
-Q5_RUNS = (("cached", "result cache"), ("replayed", "replayed"))
+#: The Q5 runs beside the first (every query run): their key in the results, their label and
+#: what they are.
+Q5_RUNS = (
+    ("cached", "result cache", "the same requests against a server with its result cache on "
+     "(the default; empty at the start), which answers the mix's repeated Q2 and Q3 from files"),
+    ("replayed", "replayed", "the server's side — caveclient's requests sent again by clients "
+     "that read the bytes without decoding them (their pandas work runs on the users' machines "
+     "in life), result cache on and empty at the start"),
+)
 
 
 def _by_kind(load: dict[str, Any]) -> str:
