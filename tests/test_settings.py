@@ -69,7 +69,7 @@ def test_the_result_cache_takes_a_size_with_units_and_zero_turns_it_off(tmp_path
         assert cave.results is None
 
 
-@pytest.mark.parametrize("text", ["lots", "-1GB", "2XB", "GB"])
+@pytest.mark.parametrize("text", ["lots", "-1GB", "2XB", "GB", "inf", "nan"])
 def test_a_result_cache_size_that_is_not_one_says_what_is_accepted(tmp_path, monkeypatch, text):
     monkeypatch.setenv("OPENCAVE_RESULT_CACHE", text)
     with pytest.raises(InvalidSetting, match=r"OPENCAVE_RESULT_CACHE must be a size such as "

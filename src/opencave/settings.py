@@ -3,6 +3,7 @@ variables."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +112,7 @@ def parse_size(text: str, name: str) -> int:
         value = float(number)
     except ValueError:
         value = -1.0
-    if unit not in _SIZE_UNITS or value < 0:
+    if unit not in _SIZE_UNITS or not 0 <= value < math.inf:  # also refuses nan
         raise InvalidSetting(f"{name} must be a size such as 2GiB, 500MB or 0 (units: B, "
                              f"KB, MB, GB, TB, KiB, MiB, GiB, TiB); got {text!r}")
     return int(value * _SIZE_UNITS[unit])
