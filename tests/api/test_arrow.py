@@ -47,3 +47,19 @@ def test_every_compression_gives_the_same_rows(synth_dir):
     assert packed.equals(plain) and plain.num_rows > 10_000
     assert packed_size < 0.8 * plain_size  # auto did not compress for this loopback client
     assert packed_frame.equals(plain_frame)
+
+
+def test_a_kept_result_is_compressed_for_a_client_elsewhere(synth_dir, monkeypatch):
+    from opencave.materialize import query
+
+    monkeypatch.setattr(query, "LOOKUP_TABLE_ROWS", 0)  # small test tables are lookups
+    cave = OpenCave(Settings(data_dir=synth_dir, arrow_compression="lz4"))
+    try:
+        with LiveServer(create_app(cave)) as live:
+            answers = [httpx.post(live.url + QUERY, json={}, timeout=60) for _ in range(2)]
+    finally:
+        cave.close()
+    assert [a.headers["X-Result-Cache"] for a in answers] == ["miss", "hit"]
+    tables = [pa.ipc.open_stream(a.content).read_all() for a in answers]
+    assert tables[1].equals(tables[0]) and tables[0].num_rows > 10_000
+    assert len(answers[1].content) == len(answers[0].content)  # compressed both times

@@ -33,6 +33,11 @@ def test_a_repeated_query_is_answered_from_the_cache_with_the_same_rows(client, 
     again = httpx.post(server + QUERY, json=body, timeout=60)
     assert (first.headers["X-Result-Cache"], again.headers["X-Result-Cache"]) == ("miss", "hit")
     assert again.content == first.content
+    assert again.headers["content-length"] == str(len(again.content))  # sent as stored
+    as_json = [httpx.post(server + QUERY, params={"return_pyarrow": False}, json=body,
+                          timeout=60) for _ in range(2)]
+    assert as_json[1].headers["X-Result-Cache"] == "hit"
+    assert as_json[1].json() == as_json[0].json() and len(as_json[0].json()) > 100
 
     frames = [client.materialize.query_table(
         "synapses_pni_2", filter_in_dict={"pre_pt_root_id": wanted},

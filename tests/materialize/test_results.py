@@ -58,6 +58,19 @@ def test_a_repeated_query_is_read_from_its_file_without_running(tmp_path, engine
     assert len(cache) == 1 and cache.bytes == os.path.getsize(cache.directory / files(cache)[0])
 
 
+def test_a_kept_result_is_also_offered_as_the_ipc_stream_a_client_reads(tmp_path, engine):
+    cache = ResultCache(tmp_path, 10 * 2**20)
+    key = cache.key(numbers(100_000))
+    first, status = cache.answer(key, lambda: engine.stream(numbers(100_000)))
+    assert status == "miss" and first.encoded is None  # a running query is not encoded yet
+    rows = first.read_all()
+    again, status = cache.answer(key, lambda: engine.stream(numbers(100_000)))
+    sent = b"".join(again.encoded.chunks())
+    again.close()
+    assert status == "hit" and len(sent) == again.encoded.size
+    assert pa.ipc.open_stream(sent).read_all().equals(rows)
+
+
 def test_the_key_tells_apart_values_and_files_and_leaves_out_what_may_change():
     assert ResultCache.key(numbers(3)) == ResultCache.key(numbers(3))
     assert ResultCache.key(numbers(3)) != ResultCache.key(numbers(4))

@@ -71,6 +71,10 @@ def ipc_stream(schema: pa.Schema, batches: Iterable[pa.RecordBatch],
 
 def arrow_response(result: QueryResult, options: pa.ipc.IpcWriteOptions) -> StreamingResponse:
     rows = result.stream
+    if rows.encoded is not None and options.compression is None:  # a kept result: as it is
+        response = stream_response(result, rows.encoded.chunks(), CONTENT_TYPE)
+        response.headers["content-length"] = str(rows.encoded.size)
+        return response
     return stream_response(result, ipc_stream(rows.schema, rows, options), CONTENT_TYPE)
 
 

@@ -6,12 +6,14 @@ queries run concurrently and a result streams without holding the whole result i
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 import pyarrow as pa
@@ -47,16 +49,49 @@ IN_FILTER_ROWS = 10_000
 _PRIVATE_SUBMIT = callable(getattr(duckdb.DuckDBPyConnection, "_submit", None))
 
 
+#: Bytes read at a time from an encoded result: few enough calls for a 400 MB result (one
+#: thread hop each when served), little enough held per client.
+ENCODED_CHUNK_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class EncodedStream:
+    """A result already written as an uncompressed Arrow IPC stream: bytes ``[start,
+    stop)`` of an open file. Sending them as they are costs the server no decoding and
+    encoding (a kept result of 2.8 M synapses: ~0.3 s of CPU a request otherwise)."""
+
+    file: BinaryIO
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+    def chunks(self) -> Iterator[bytes]:
+        offset = self.start
+        while offset < self.stop:
+            data = os.pread(self.file.fileno(), min(ENCODED_CHUNK_BYTES, self.stop - offset),
+                            offset)
+            if not data:
+                raise OSError(f"{self.file.name}: the file ended {self.stop - offset} bytes "
+                              "early")
+            offset += len(data)
+            yield data
+
+
 @dataclass
 class ResultStream:
     """Record batches of a running query; close it (or read it to the end) to free it and
-    its slot among the queries running at once."""
+    its slot among the queries running at once. ``encoded``, when set, holds the same rows
+    already written as an Arrow IPC stream."""
 
     schema: pa.Schema
     _reader: pa.RecordBatchReader
     _cursor: duckdb.DuckDBPyConnection | None
     _release: Callable[[], None] = lambda: None
     _open: bool = True
+    encoded: EncodedStream | None = None
 
     @classmethod
     def of(cls, rows: pa.Table) -> ResultStream:
@@ -65,9 +100,11 @@ class ResultStream:
 
     @classmethod
     def of_batches(cls, schema: pa.Schema, batches: Iterator[pa.RecordBatch],
-                   release: Callable[[], None] = lambda: None) -> ResultStream:
+                   release: Callable[[], None] = lambda: None,
+                   encoded: EncodedStream | None = None) -> ResultStream:
         """A stream over batches a generator yields; ``release`` runs when it is closed."""
-        return cls(schema, pa.RecordBatchReader.from_batches(schema, batches), None, release)
+        return cls(schema, pa.RecordBatchReader.from_batches(schema, batches), None, release,
+                   encoded=encoded)
 
     def observed(self, each: Callable[[pa.RecordBatch], None],
                  done: Callable[[bool], None]) -> ResultStream:

@@ -28,17 +28,22 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import duckdb
 import pyarrow as pa
 
 from .. import __version__
 from ..storage.files import temporary_path
-from .engine import ResultStream
+from .engine import EncodedStream, ResultStream
 from .query import CompiledQuery
 
 SUFFIX = ".arrow"
+#: An Arrow IPC file is its magic (6 bytes, padded to 8), the IPC stream of its rows, a
+#: footer, the footer's length (int32) and the magic again: the stream inside is what a
+#: client reading ``data.arrow`` expects, byte for byte.
+IPC_FILE_START = 8
+_FILE_MAGIC = b"ARROW1"
 #: How long a request waits for another recording the same result before it runs the query
 #: itself (the recording ends when its client has read the result).
 WAIT_SECONDS = 60.0
@@ -111,16 +116,21 @@ class ResultCache:
         return self._record(key, stream), "miss"
 
     def open(self, key: str) -> ResultStream | None:
-        """The kept result, or None."""
+        """The kept result, or None. Its bytes go out as they are stored; its batches are
+        read from the file only when asked for (a JSON or compressed response)."""
         path = self._path(key)
         try:
             # Read, not memory-mapped: a mapped 400 MB result counts in the server's
             # resident memory once per client reading it (5.4 GiB in Q5 at 3.4e8).
-            reader = pa.ipc.open_file(pa.OSFile(str(path)))
-        except FileNotFoundError:
+            file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed with the stream
+        except OSError:  # not there (evicted, cleared by hand) or not readable
             self._forget(key)
             return None
+        try:
+            reader = pa.ipc.open_file(file)
+            encoded = EncodedStream(file, IPC_FILE_START, _stream_stop(file))
         except (OSError, pa.ArrowInvalid):  # cut short by a crash: not whole
+            file.close()
             self._forget(key)
             _remove(path)
             return None
@@ -130,7 +140,7 @@ class ResultCache:
         with contextlib.suppress(OSError):
             os.utime(path)  # the order survives a restart
         batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-        return ResultStream.of_batches(reader.schema, batches)
+        return ResultStream.of_batches(reader.schema, batches, file.close, encoded)
 
     def _record(self, key: str, stream: ResultStream) -> ResultStream:
         """``stream`` as it was, its batches written to the entry ``key`` as they pass; the
@@ -185,7 +195,7 @@ class _Recording:
             self._abandon()
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if self._writer is None:
+        if self._writer is None or not batch.num_rows:  # as the response: no empty batch
             return
         self._bytes += batch.nbytes
         if self._bytes > self._cache.max_entry_bytes:
@@ -222,6 +232,16 @@ class _Recording:
         if not self._ended:
             self._ended = True
             self._cache._recorded(self._key)
+
+
+def _stream_stop(file: BinaryIO) -> int:
+    """Where the IPC stream inside an Arrow IPC file ends (its footer begins)."""
+    size = os.fstat(file.fileno()).st_size
+    tail = os.pread(file.fileno(), 4 + len(_FILE_MAGIC), size - 4 - len(_FILE_MAGIC))
+    stop = size - len(tail) - int.from_bytes(tail[:4], "little", signed=True)
+    if tail[4:] != _FILE_MAGIC or not IPC_FILE_START <= stop <= size:
+        raise pa.ArrowInvalid("not an Arrow IPC file")
+    return stop
 
 
 def _remove(path: Path) -> None:
