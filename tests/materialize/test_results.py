@@ -156,12 +156,29 @@ def test_a_request_for_a_result_being_recorded_waits_for_it_instead_of_running_a
     engine.close()
 
 
-def test_a_recording_that_takes_too_long_is_not_waited_for(tmp_path, engine):
+def test_a_slow_recording_is_waited_for_while_it_goes_on(tmp_path, engine):
+    cache = ResultCache(tmp_path, 10 * 2**20)
+    key = cache.key(numbers(300_000))
+    first, _ = cache.answer(key, lambda: engine.stream(numbers(300_000)))
+
+    def read_slowly():  # a batch every 0.1 s: longer in all than the stall limit
+        for _ in first:
+            time.sleep(0.1)
+
+    with ThreadPoolExecutor() as pool:
+        reading = pool.submit(read_slowly)
+        second, status = cache.answer(key, lambda: engine.stream(numbers(300_000)),
+                                      stall_seconds=0.3)
+        reading.result()
+    assert status == "hit" and second.read_all().num_rows == 300_000
+
+
+def test_a_recording_that_stalls_is_not_waited_for(tmp_path, engine):
     cache = ResultCache(tmp_path, 10 * 2**20)
     key = cache.key(numbers(300_000))
     first, _ = cache.answer(key, lambda: engine.stream(numbers(300_000)))
     second, status = cache.answer(key, lambda: QueryEngine().stream(numbers(300_000)),
-                                  wait_seconds=0.1)
+                                  stall_seconds=0.1)
     assert status == "miss" and second.read_all().num_rows == 300_000
     first.close()  # given up: nothing kept, and the next request records anew
     assert files(cache) == []
@@ -178,7 +195,7 @@ def test_a_query_that_fails_to_start_lets_the_next_request_run_it(tmp_path, engi
 
     with pytest.raises(Busy):
         cache.answer(key, fails)
-    stream, status = cache.answer(key, lambda: engine.stream(numbers(10)), wait_seconds=0)
+    stream, status = cache.answer(key, lambda: engine.stream(numbers(10)), stall_seconds=0)
     assert status == "miss" and stream.read_all().num_rows == 10
     assert run(cache, engine, numbers(10))[0] == "hit"  # the second request recorded it
 

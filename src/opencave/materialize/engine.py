@@ -23,13 +23,17 @@ from ..storage.files import sql_string
 from .query import CompiledQuery
 
 DEFAULT_BATCH_ROWS = 65_536
-#: Queries running at once (more wait for a slot) and how long one waits before a 503.
-MAX_QUERIES = 4
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+    os.cpu_count() or 1)
+#: Queries running at once (more wait for a slot) and how long one waits before a 503: four,
+#: or one per core on fewer. More at once on two cores only shared them worse: Q5 at 3.4e8
+#: with its requests replayed, 4 + 2 slots took 24 s of server CPU and a p99 of 7.5 s,
+#: 2 + 1 slots 20 s and 4.0 s.
+MAX_QUERIES = min(4, _CORES)
 QUEUE_SECONDS = 120.0
 #: Slots kept for lookups (:func:`~opencave.materialize.query.is_lookup`), which also take
-#: free query slots: a neuron's synapses need not wait while four clients download whole
-#: tables.
-LOOKUP_QUERIES = 2
+#: free query slots: a neuron's synapses need not wait while clients download whole tables.
+LOOKUP_QUERIES = max(1, min(2, _CORES // 2))
 #: Parsed statements kept for reuse, by text: counts, and every query when DuckDB lacks the
 #: submit :meth:`QueryEngine._arrow_stream` uses. A statement's text depends on the
 #: version's parts and the query's shape, never on its values (those are bound parameters),
