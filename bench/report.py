@@ -203,7 +203,10 @@ def render(results: dict[str, Any]) -> str:
                      f"{fmt_bytes(full['bytes'])} in {fmt_time(full['seconds'])} "
                      f"({full['rows'] / full['seconds'] / 1e6:.2f} M rows/s), server peak "
                      f"{fmt_bytes(full['server_peak_rss'])} (idle "
-                     f"{fmt_bytes(results.get('server_idle_rss'))})")
+                     f"{fmt_bytes(results.get('server_idle_rss'))}"
+                     + (f", {fmt_bytes(full['server_rss_before'])} just before it, held "
+                        "from the cases before" if "server_rss_before" in full else "")
+                     + ")")
     lines.append("")
     lines.append(f"targets ({TARGET_NOTE}):")
     for target, measured, ok in targets(results):

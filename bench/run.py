@@ -244,10 +244,12 @@ def full_stream(harness: Harness, server: Server, client: Any) -> dict[str, Any]
     call = Call("q1_out", LATEST, (0,))  # any synapse query; its body is then emptied
     request = capture(client, call).query
     request.prepare_body(data=json.dumps({}).encode(), files=None)
+    before = server.rss()
     with MemoryWatch(server.pid) as watch:
         seconds, size = harness.http(request)
     rows = harness.svc.row_count("minnie65_public", LATEST, SYNAPSES)
-    out = {"seconds": seconds, "bytes": size, "rows": rows, "server_peak_rss": watch.peak}
+    out = {"seconds": seconds, "bytes": size, "rows": rows, "server_peak_rss": watch.peak,
+           "server_rss_before": before}
     log(f"  {rows:,} rows, {size / 2**20:.0f} MiB in {seconds:.1f} s, server peak "
         f"{watch.peak / 2**30:.2f} GiB")
     return out
