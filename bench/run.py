@@ -105,7 +105,6 @@ def log(message: str) -> None:
 def run(args: argparse.Namespace, home: str) -> dict[str, Any]:
     from caveclient import CAVEclient
 
-
     CACHE.mkdir(parents=True, exist_ok=True)
     only = set(filter(None, args.only.split(",")))
 

@@ -108,7 +108,7 @@ class ResultCache:
             with self._lock:
                 recording = self._recording.get(key)
                 if recording is None:
-                    self._recording[key] = _Progress()
+                    progress = self._recording[key] = _Progress()
                     break
             if not recording.wait(stall_seconds):
                 return run(), "miss"
@@ -117,7 +117,7 @@ class ResultCache:
         except BaseException:
             self._recorded(key)
             raise
-        return self._record(key, stream), "miss"
+        return self._record(key, stream, progress), "miss"
 
     def open(self, key: str) -> ResultStream | None:
         """The kept result, or None. Its bytes go out as they are stored; its batches are
@@ -146,10 +146,11 @@ class ResultCache:
         batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
         return ResultStream.of_batches(reader.schema, batches, file.close, encoded)
 
-    def _record(self, key: str, stream: ResultStream) -> ResultStream:
-        """``stream`` as it was, its batches written to the entry ``key`` as they pass; the
-        entry is kept when the stream is read to its end."""
-        recording = _Recording(self, key, stream.schema)
+    def _record(self, key: str, stream: ResultStream, progress: _Progress) -> ResultStream:
+        """``stream`` as it was, its batches written to the entry ``key`` as they pass
+        (each one told to ``progress``); the entry is kept when the stream is read to its
+        end."""
+        recording = _Recording(self, key, stream.schema, progress)
         return stream.observed(recording.write, recording.finish)
 
     def _recorded(self, key: str) -> None:
@@ -158,11 +159,6 @@ class ResultCache:
             ended = self._recording.pop(key, None)
         if ended is not None:
             ended.ended.set()
-
-    def _progressed(self, key: str) -> None:
-        recording = self._recording.get(key)
-        if recording is not None:
-            recording.progressed = time.monotonic()
 
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}{SUFFIX}"
@@ -205,9 +201,11 @@ class _Progress:
 class _Recording:
     """One result being written to the cache as it streams."""
 
-    def __init__(self, cache: ResultCache, key: str, schema: pa.Schema) -> None:
+    def __init__(self, cache: ResultCache, key: str, schema: pa.Schema,
+                 progress: _Progress) -> None:
         self._cache = cache
         self._key = key
+        self._progress = progress
         self._path = temporary_path(cache._path(key))
         self._bytes = 0
         self._writer: Any = None
@@ -230,7 +228,7 @@ class _Recording:
         except (OSError, pa.ArrowException):  # a full disk must not fail the query
             self._abandon()
             return
-        self._cache._progressed(self._key)
+        self._progress.progressed = time.monotonic()
 
     def finish(self, complete: bool) -> None:
         if self._writer is None:
