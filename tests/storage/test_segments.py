@@ -2,12 +2,15 @@
 copy it uses — Parquet or native, sorted by pre or by post root — and a mask removes exactly
 its rows, with the query's filters applied to it or not."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
@@ -143,6 +146,41 @@ def test_a_record_lookup_reads_the_row_groups_holding_its_values(tmp_path, monke
         assert sorted(got.id) == sorted(expected.id)
         assert len(reads) <= 2 * len(values)  # a root's ~100 rows span one or two groups
     assert segments.read_record_rows(path, "post_pt_root_id", ROOTS[:20].tolist()) is None
+
+
+def test_a_records_footer_is_read_once_and_holds_back_no_other_record(tmp_path, monkeypatch):
+    """Lookups arriving together at a fresh server read each record's footer once; while a
+    new record's footer is being read, lookups in a record already read go on."""
+    rows = synapses(np.random.default_rng(4))
+    read, new = tmp_path / "read.parquet", tmp_path / "new.parquet"
+    for path in (read, new):
+        write_table_segment(path, rows, "post_pt_root_id")
+    segments._read_record_index.cache_clear()
+    footers: list[str] = []
+    reading_new, release = threading.Event(), threading.Event()
+    real_read_metadata = pq.read_metadata
+
+    def read_metadata(path, *args, **kwargs):
+        footers.append(str(path))
+        if str(path) == str(new):
+            reading_new.set()
+            assert release.wait(10)
+        return real_read_metadata(path, *args, **kwargs)
+
+    monkeypatch.setattr(segments.pq, "read_metadata", read_metadata)
+    expected = len(rows.filter(pc.equal(rows["post_pt_root_id"], ROOTS[0])))
+
+    def lookup(path):
+        return segments.read_record_rows(path, "post_pt_root_id", [ROOTS[0]]).num_rows
+
+    assert lookup(read) == expected
+    with ThreadPoolExecutor(8) as pool:
+        waiting = [pool.submit(lookup, new) for _ in range(6)]
+        assert reading_new.wait(10)
+        assert pool.submit(lookup, read).result(timeout=10) == expected
+        release.set()
+        assert [f.result(timeout=10) for f in waiting] == [expected] * 6
+    assert sorted(footers) == sorted([str(read), str(new)])
 
 
 def test_a_large_segment_from_a_query_sorts_its_copy_then_its_record(tmp_path, monkeypatch):
