@@ -275,12 +275,12 @@ def q5(args: argparse.Namespace, server: Server, client: Any, home: str,
 
     captured = {call: capture(client, call).query for call in set(mix)}
     results = DataDir(server.data).results
-    for key, label, load in (("cached", "result cache", mix),
-                             ("replayed", "result cache, replayed requests", None)):
+    for key, label, _ in report.Q5_RUNS:
         shutil.rmtree(results, ignore_errors=True)
         log(f"Q5 {args.clients} clients × {len(mix)} requests (opencave over HTTP, {label}) …")
         with Server(server.data, CACHE / f"server-{args.synapses}-{key}.log") as cached:
-            work = load or [concurrency.Replay.of(c.kind, captured[c], cached.url) for c in mix]
+            work = mix if key != "replayed" else [
+                concurrency.Replay.of(c.kind, captured[c], cached.url) for c in mix]
             out[key] = _q5_load(args, cached, home, work)
     shutil.rmtree(results, ignore_errors=True)
     if pg is not None and sql is not None and {c.version for c in mix} <= set(
